@@ -1,0 +1,47 @@
+# sa_sessions developer tasks.  `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: demo test lint format type pytest bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test,dev]'
+	@# mysqlclient compiles against libmariadb-dev + pkg-config; without them the
+	@# MariaDB tests skip locally (CI installs both and requires every service).
+	$(PIP) install --quiet -e '.[mysql]' || echo "warning: mysqlclient not installed (apt-get install libmariadb-dev pkg-config); MariaDB tests will skip"
+	touch $@
+
+$(VENV)/.demo: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet -e .
+	touch $@
+
+demo: $(VENV)/.demo
+	$(PY) examples/bottle_app.py --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check sa_sessions tests examples bench
+	$(VENV)/bin/ruff format --check sa_sessions tests examples bench
+	$(VENV)/bin/mypy
+
+pytest: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint pytest
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format sa_sessions tests examples bench
+	$(VENV)/bin/ruff check --fix sa_sessions tests examples bench
+
+bench: $(VENV)/.installed
+	$(PIP) install --quiet -e '.[bench]'
+	$(PY) bench/compare.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,218 @@
+"""Shared fixtures: real databases, a real memcached process, fresh models per test.
+
+Service tests skip when a server is missing, unless ``SA_SESSIONS_REQUIRE_SERVICES=1``
+(as in CI), where a missing server fails the run.
+
+Environment:
+  SA_SESSIONS_MYSQL_URL      default mysql+mysqldb://root@localhost/test
+  SA_SESSIONS_POSTGRES_URL   default postgresql+psycopg://localhost/test
+  SA_SESSIONS_MEMCACHED_BIN  default: memcached found on PATH
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy import Integer
+from sqlalchemy import create_engine
+from sqlalchemy import event
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
+from sqlalchemy.pool import StaticPool
+
+from sa_sessions.model import SessionModel
+
+REQUIRE_SERVICES = os.environ.get("SA_SESSIONS_REQUIRE_SERVICES") == "1"
+MYSQL_URL = os.environ.get("SA_SESSIONS_MYSQL_URL", "mysql+mysqldb://root@localhost/test")
+POSTGRES_URL = os.environ.get("SA_SESSIONS_POSTGRES_URL", "postgresql+psycopg://localhost/test")
+SECRET = b"test-secret-key-0123456789abcdef-0123456789"
+OTHER_SECRET = b"another-secret-key-0123456789abcdef-987654"
+
+
+def missing_service(what: str) -> None:
+    """Skip locally; fail in CI, where every service must be present."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required (SA_SESSIONS_REQUIRE_SERVICES=1) but unavailable")
+    pytest.skip(f"{what} unavailable")
+
+
+# --------------------------------------------------------------------------- databases
+
+def make_engine(kind: str) -> Engine:
+    """A real engine of the given kind, or skip/fail when its server is absent."""
+    if kind == "sqlite":
+        return create_engine(
+            "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+    url = {"mysql": MYSQL_URL, "postgres": POSTGRES_URL}[kind]
+    try:
+        engine = create_engine(url, pool_pre_ping=True, pool_recycle=1800)
+        with engine.connect():
+            pass
+    except Exception as exc:  # missing driver or server
+        missing_service(f"{kind} ({type(exc).__name__})")
+        raise  # unreachable: missing_service raises
+    return engine
+
+
+DB_KINDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(params=DB_KINDS)
+def db_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+@pytest.fixture
+def engine(db_kind: str) -> Engine:
+    """One engine per database kind for the whole run (connection pools are reused)."""
+    if db_kind not in _ENGINES:
+        _ENGINES[db_kind] = make_engine(db_kind)
+    return _ENGINES[db_kind]
+
+
+@pytest.fixture
+def model(engine: Engine) -> Iterator[type[Any]]:
+    """A fresh declarative Base with a mixed-in session model and a user column."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    class WebSession(SessionModel, Base):
+        __tablename__ = "sa_test_sessions"
+        user_id: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
+
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    yield WebSession
+    Base.metadata.drop_all(engine)
+
+
+@dataclass
+class StatementLog:
+    """Every SQL statement an engine ran while attached."""
+
+    statements: list[str] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.statements.clear()
+
+    def count(self, verb: str | None = None) -> int:
+        if verb is None:
+            return len(self.statements)
+        return sum(1 for s in self.statements if s.lstrip().upper().startswith(verb))
+
+
+@pytest.fixture
+def sql_log(engine: Engine) -> Iterator[StatementLog]:
+    log = StatementLog()
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        log.statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    yield log
+    event.remove(engine, "before_cursor_execute", record)
+
+
+# --------------------------------------------------------------------------- memcached
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class MemcachedProcess:
+    """A real memcached on a free loopback port; stop()/start() simulate outages."""
+
+    binary: str
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        args = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64"]
+        if os.geteuid() == 0:
+            args += ["-u", "nobody"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"memcached did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(5)
+            self.proc = None
+
+    def flush(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            sock.sendall(b"flush_all\r\n")
+            sock.recv(64)
+
+
+def memcached_binary() -> str | None:
+    return os.environ.get("SA_SESSIONS_MEMCACHED_BIN") or shutil.which("memcached")
+
+
+@pytest.fixture(scope="session")
+def memcached_factory() -> Iterator[Callable[[], MemcachedProcess]]:
+    """Start any number of memcached processes; all are stopped at the end of the run."""
+    started: list[MemcachedProcess] = []
+
+    def start() -> MemcachedProcess:
+        binary = memcached_binary()
+        if binary is None:
+            missing_service("memcached binary")
+            raise AssertionError("unreachable")
+        server = MemcachedProcess(binary)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def _shared_memcached(memcached_factory: Callable[[], MemcachedProcess]) -> MemcachedProcess:
+    return memcached_factory()
+
+
+@pytest.fixture
+def memcached(_shared_memcached: MemcachedProcess) -> MemcachedProcess:
+    """The run's shared memcached, flushed (and restarted if a test stopped it)."""
+    if _shared_memcached.proc is None:
+        _shared_memcached.start()
+    _shared_memcached.flush()
+    return _shared_memcached
