@@ -60,8 +60,10 @@ def normalize_keys(keys: KeyInput, what: str = "secret key") -> tuple[Secret, ..
     """Validate a key or a rotation list (oldest first, newest last)."""
     if isinstance(keys, (bytes, str, Secret)):
         key_list: Sequence[bytes | str | Secret] = [keys]
-    else:
+    elif isinstance(keys, (list, tuple)):
         key_list = list(keys)
+    else:
+        raise SessionConfigError(f"{what} is required: bytes, str, or a list of them")
     if not key_list:
         raise SessionConfigError(f"{what} is required")
     return tuple(Secret(_as_key_bytes(k, what)) for k in key_list)

@@ -1,0 +1,348 @@
+"""The session cookie: reading it, the signed value format, and writing it.
+
+Value layout (ASCII, only ``[A-Za-z0-9._-]``, R11)::
+
+    v1.<kind>.<body>.<sig>
+
+``kind`` is ``d`` (the whole session is in the cookie) or ``i`` (the cookie carries
+only the session id), followed by ``z`` when the body is raw-deflate compressed or
+``e`` when it is AES-256-GCM encrypted.  ``body`` is base64url (no padding) of the
+tagged-JSON list ``[session_id, issued_at_us, expires_at_us, flags, extra]`` plus
+``data`` for ``d`` (``flags`` bit 0 = ssl-only); compressed or encrypted it is
+``deflate(json)`` or ``nonce(12) || AES-GCM(json)``.  ``sig`` is base64url of
+HMAC-SHA256 over the exact text before the last ``.`` with a key derived for
+``"sa_sessions.cookie:" + cookie_name`` (R18, R19): nothing is decompressed,
+decrypted or parsed before it verifies, and every cookie is tagged JSON, never
+pickle (R17, R23).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import secrets
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
+from datetime import timedelta
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Literal
+
+from ._clock import from_micros
+from ._clock import to_micros
+from ._cookie_header import DEFAULT_MAX_HEADER_BYTES as DEFAULT_MAX_HEADER_BYTES
+from ._cookie_header import MAX_COOKIE_BYTES as MAX_COOKIE_BYTES
+from ._cookie_header import CookiePolicy as CookiePolicy
+from ._cookie_header import SameSite as SameSite
+from ._cookie_header import read_cookie_values as read_cookie_values
+from .codec import tagged
+from .exceptions import SessionConfigError
+from .exceptions import SessionTooLarge
+from .ids import is_well_formed_id
+from .signing import KeyInput
+from .signing import KeyRing
+from .signing import normalize_keys
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = [
+    "DEFAULT_MAX_HEADER_BYTES",
+    "MAX_COOKIE_BYTES",
+    "CookieCodec",
+    "CookiePolicy",
+    "CookieState",
+    "SameSite",
+    "read_cookie_values",
+]
+
+_log = logging.getLogger("sa_sessions.security")
+
+Kind = Literal["data", "id"]
+
+_VERSION = "v1"
+_KIND_LETTER: dict[str, str] = {"data": "d", "id": "i"}
+_KIND_NAME: dict[str, Kind] = {"d": "data", "i": "id"}
+_DEFLATE, _AEAD = "z", "e"
+_FLAG_SSL_ONLY = 1
+_NONCE_BYTES = 12
+# The signature is 32 bytes = 43 base64url chars whose last char has two zero low
+# bits, so there is exactly one spelling of every signature.
+_SHAPE = re.compile(r"v1\.([di][ze]?)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{42}[AEIMQUYcgkosw048])")
+_ENC_KEY_LABEL = b"aes-256-gcm"
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class CookieState:
+    """What a session cookie says, once its signature and timestamps have checked out."""
+
+    kind: Kind
+    session_id: str
+    issued_at: datetime
+    expires_at: datetime
+    ssl_only: bool
+    data: dict[str, Any] | None
+    #: Index of the key that verified the cookie: 0 = current, >0 = re-sign it (R20).
+    key_index: int = 0
+    #: Small signed metadata of the session layer (idle touch time, user generation).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _load_aesgcm() -> type[AESGCM]:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM
+
+
+class _Reject(Exception):
+    """Internal: why a cookie was refused (the message never carries the value)."""
+
+
+class _Expired(Exception):
+    """Internal: a genuine cookie past its absolute expiry (not an attack)."""
+
+
+class CookieCodec:
+    """Encodes a :class:`CookieState` into a signed cookie value and back.
+
+    The newest key signs, every key verifies (R20).  ``encrypt=True`` also hides the
+    body with AES-256-GCM (needs ``pip install sa_sessions[crypto]``); encrypted
+    bodies are never compressed, so their length does not reveal how well secret and
+    attacker-chosen values compress together.  Both codecs read both forms, so
+    switching ``encrypt`` keeps existing cookies valid.
+    """
+
+    #: Hard bound on a decompressed body (zip-bomb guard, R23).
+    max_decompressed_bytes = 64 * 1024
+    #: zlib level: 6 is within a few bytes of 9 on session-sized JSON, and faster.
+    compress_level = 6
+
+    __slots__ = (
+        "_aead",
+        "_enc_keys",
+        "_ring",
+        "compress_min_bytes",
+        "cookie_name",
+        "encrypt",
+        "future_leeway",
+        "max_value_bytes",
+    )
+
+    def __init__(
+        self,
+        keys: KeyInput,
+        *,
+        cookie_name: str,
+        encrypt: bool = False,
+        max_value_bytes: int = 4096,
+        compress_min_bytes: int = 256,
+        future_leeway: timedelta = timedelta(seconds=60),
+    ) -> None:
+        if not isinstance(cookie_name, str) or not cookie_name:
+            raise SessionConfigError("cookie_name must be a non-empty string")
+        if max_value_bytes < 128:
+            raise SessionConfigError("max_value_bytes must be at least 128")
+        if compress_min_bytes < 0:
+            raise SessionConfigError("compress_min_bytes must not be negative")
+        if future_leeway < timedelta(0):
+            raise SessionConfigError("future_leeway must not be negative")
+        master = normalize_keys(keys, "cookie key")
+        self._ring = KeyRing(master, "sa_sessions.cookie:" + cookie_name)
+        # One AES key per master key, newest first (the same order as the ring's
+        # indexes), so the key that verified the MAC picks the key that decrypts.
+        enc_purpose = "sa_sessions.cookie-enc:" + cookie_name
+        self._enc_keys = tuple(
+            KeyRing((secret,), enc_purpose).sign(_ENC_KEY_LABEL) for secret in reversed(master)
+        )
+        self._aead: tuple[AESGCM, ...] | None = None
+        if encrypt:
+            try:
+                self._aead_ciphers()
+            except ImportError as exc:
+                raise SessionConfigError(
+                    "encrypt=True needs the 'cryptography' package: "
+                    "pip install 'sa_sessions[crypto]'"
+                ) from exc
+        self.cookie_name = cookie_name
+        self.encrypt = bool(encrypt)
+        self.max_value_bytes = max_value_bytes
+        self.compress_min_bytes = compress_min_bytes
+        self.future_leeway = future_leeway
+
+    def __repr__(self) -> str:
+        return f"CookieCodec(cookie_name={self.cookie_name!r}, encrypt={self.encrypt!r})"
+
+    def _aead_ciphers(self) -> tuple[AESGCM, ...]:
+        if self._aead is None:
+            aesgcm = _load_aesgcm()
+            self._aead = tuple(aesgcm(key) for key in self._enc_keys)
+        return self._aead
+
+    # ------------------------------------------------------------------ encode
+
+    def encode(self, state: CookieState) -> str:
+        """The signed cookie value for ``state`` (its ``key_index`` is ignored).
+
+        :raises TypeError: the data or extra hold a value tagged JSON cannot encode;
+            the caller keeps such a session server-side (R17).
+        :raises SessionTooLarge: the value would exceed ``max_value_bytes``.
+        :raises ValueError: ``state`` is inconsistent (bad id, naive datetime, data
+            on an id cookie).
+        """
+        fields = self._fields(state)
+        try:
+            payload = tagged.dumps(fields)
+        except ValueError as exc:  # defensive: "cannot encode" by another name
+            raise TypeError(f"session data cannot be encoded for a cookie: {exc}") from exc
+        kind = _KIND_LETTER[state.kind]
+        if self.encrypt:
+            kind += _AEAD
+            nonce = secrets.token_bytes(_NONCE_BYTES)
+            aad = f"{_VERSION}.{kind}".encode("ascii")
+            payload = nonce + self._aead_ciphers()[0].encrypt(nonce, payload, aad)
+        elif len(payload) >= self.compress_min_bytes:
+            squeezer = zlib.compressobj(self.compress_level, zlib.DEFLATED, -15)
+            packed = squeezer.compress(payload) + squeezer.flush()
+            if len(packed) < len(payload):
+                kind += _DEFLATE
+                payload = packed
+        signed = f"{_VERSION}.{kind}.{_b64encode(payload)}"
+        value = f"{signed}.{_b64encode(self._ring.sign(signed.encode('ascii')))}"
+        if len(value) > self.max_value_bytes:
+            raise SessionTooLarge(len(value), self.max_value_bytes, "cookie value")
+        return value
+
+    @staticmethod
+    def _fields(state: CookieState) -> list[Any]:
+        if state.kind not in _KIND_LETTER:
+            raise ValueError(f"unknown cookie kind {state.kind!r}")
+        if not is_well_formed_id(state.session_id):
+            raise ValueError("session_id is not a well-formed session id")
+        if (state.kind == "data") != (state.data is not None):
+            raise ValueError("data is required for kind 'data' and must be None for kind 'id'")
+        flags = _FLAG_SSL_ONLY if state.ssl_only else 0
+        fields: list[Any] = [
+            state.session_id,
+            to_micros(state.issued_at),
+            to_micros(state.expires_at),
+            flags,
+            dict(state.extra),
+        ]
+        if state.data is not None:
+            fields.append(state.data)
+        return fields
+
+    # ------------------------------------------------------------------ decode
+
+    def decode(self, value: str, *, now: datetime) -> CookieState | None:
+        """The verified state, or None for anything wrong with ``value`` (never raises
+        for a bad value; a naive ``now`` is a caller bug and raises ValueError).
+
+        Checks run cheapest first: length, version, charset and shape, then the MAC,
+        and only then decryption, bounded decompression and tagged-JSON parsing.
+        Rejections are logged on ``sa_sessions.security`` without the value: WARNING
+        for garbage or tampering, DEBUG for plain expiry.
+        """
+        now_us = to_micros(now)
+        if not isinstance(value, str) or not value:
+            return None
+        try:
+            state = self._verified(value, now_us)
+        except _Expired:
+            _log.debug("%s cookie expired", self.cookie_name)
+        except _Reject as exc:
+            _log.warning("rejected %s cookie: %s", self.cookie_name, exc)
+        except Exception as exc:  # anything a signed-but-broken body can raise
+            _log.warning(
+                "rejected %s cookie: undecodable signed body (%s)",
+                self.cookie_name,
+                type(exc).__name__,
+            )
+        else:
+            return state
+        return None
+
+    def _verified(self, value: str, now_us: int) -> CookieState:
+        if len(value) > self.max_value_bytes:
+            raise _Reject(f"value over {self.max_value_bytes} bytes")
+        if not value.startswith(_VERSION + "."):
+            raise _Reject("unknown format or version")
+        match = _SHAPE.fullmatch(value)
+        if match is None:
+            raise _Reject("malformed value")
+        kind, body, sig = match.groups()
+        signed = value[: match.start(3) - 1]
+        key_index = self._ring.verify(signed.encode("ascii"), _b64decode(sig))
+        if key_index is None:
+            raise _Reject("bad signature (tampered, or signed with an unknown key)")
+        return self._parse(kind, body, key_index, now_us)
+
+    def _parse(self, kind: str, body: str, key_index: int, now_us: int) -> CookieState:
+        raw = _b64decode(body)
+        transform = kind[1:]
+        if transform == _AEAD:
+            if len(raw) < _NONCE_BYTES + 16:
+                raise _Reject("encrypted body too short")
+            try:
+                cipher = self._aead_ciphers()[key_index]
+            except ImportError:
+                raise _Reject("encrypted cookie but 'cryptography' is not installed") from None
+            aad = f"{_VERSION}.{kind}".encode("ascii")
+            raw = cipher.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], aad)
+        elif transform == _DEFLATE:
+            raw = self._inflate(raw)
+        fields = tagged.loads(raw)
+        return self._state(_KIND_NAME[kind[0]], fields, key_index, now_us)
+
+    def _inflate(self, packed: bytes) -> bytes:
+        inflater = zlib.decompressobj(-15)
+        try:
+            out = inflater.decompress(packed, self.max_decompressed_bytes)
+        except zlib.error:
+            raise _Reject("corrupt compressed body") from None
+        if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
+            raise _Reject("compressed body over the size bound or malformed")
+        return out
+
+    def _state(self, kind: Kind, fields: Any, key_index: int, now_us: int) -> CookieState:
+        want = 6 if kind == "data" else 5
+        if type(fields) is not list or len(fields) != want:
+            raise _Reject("signed body has the wrong shape")
+        session_id, issued_us, expires_us, flags, extra = fields[:5]
+        if not is_well_formed_id(session_id):
+            raise _Reject("signed body has a malformed session id")
+        if type(issued_us) is not int or type(expires_us) is not int or issued_us > expires_us:
+            raise _Reject("signed body has bad timestamps")
+        if type(flags) is not int or flags & ~_FLAG_SSL_ONLY:
+            raise _Reject("signed body has unknown flags")
+        data = fields[5] if kind == "data" else None
+        for mapping in (extra, data) if kind == "data" else (extra,):
+            if type(mapping) is not dict or not all(type(k) is str for k in mapping):
+                raise _Reject("signed body has a non-mapping payload")
+        if expires_us <= now_us:
+            raise _Expired
+        if issued_us > now_us + self.future_leeway // _MICROSECOND:
+            raise _Reject("issued-at lies in the future beyond the allowed leeway")
+        return CookieState(
+            kind=kind,
+            session_id=session_id,
+            issued_at=from_micros(issued_us),
+            expires_at=from_micros(expires_us),
+            ssl_only=bool(flags & _FLAG_SSL_ONLY),
+            data=data,
+            key_index=key_index,
+            extra=extra,
+        )
