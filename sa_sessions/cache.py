@@ -212,6 +212,17 @@ class SafePyMemcacheBackend(PyMemcacheBackend):
         self.serde = BytesOnlySerde()
         self.default_noreply = False
 
+    def set(self, key: Any, value: Any) -> None:
+        """Store, and raise when HashClient silently skipped a node it marked failed.
+
+        Inside its retry window HashClient returns False instead of raising; a
+        write the caller believes done would leave a stale entry behind.
+        """
+        if not self.client.set(key, value, **self.set_arguments):
+            from pymemcache.exceptions import MemcacheError
+
+            raise MemcacheError("memcached did not store the value (server marked failed)")
+
     def _create_client(self) -> Any:
         """Build the HashClient exactly as dogpile 1.5 does, plus the two timeouts."""
         from pymemcache.client.hash import HashClient

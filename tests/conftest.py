@@ -50,6 +50,7 @@ def missing_service(what: str) -> None:
 
 # --------------------------------------------------------------------------- databases
 
+
 def make_engine(kind: str) -> Engine:
     """A real engine of the given kind, or skip/fail when its server is absent."""
     if kind == "sqlite":
@@ -98,7 +99,8 @@ def model(engine: Engine) -> Iterator[type[Any]]:
         pass
 
     class WebSession(SessionModel, Base):
-        __tablename__ = "sa_test_sessions"
+        # Per process, so parallel test runs on one database never share a table.
+        __tablename__ = f"sa_test_sessions_{os.getpid()}"
         user_id: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
 
     Base.metadata.drop_all(engine)
@@ -135,6 +137,7 @@ def sql_log(engine: Engine) -> Iterator[StatementLog]:
 
 
 # --------------------------------------------------------------------------- memcached
+
 
 def free_port() -> int:
     with socket.socket() as sock:

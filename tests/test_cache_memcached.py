@@ -277,7 +277,10 @@ def test_hung_node_fails_within_the_timeout(hung_server: HungServer) -> None:
         started = time.monotonic()
         outcome["second_value"] = region.get(some_key())
         outcome["second"] = time.monotonic() - started
-        region.set(some_key(), b"dropped")  # silently skipped while the node is failed
+        try:
+            region.set(some_key(), b"dropped")  # HashClient skips it: the backend says so
+        except MemcacheError as exc:
+            outcome["set_error"] = exc
         region.backend.client.close()
 
     thread = threading.Thread(target=worker, daemon=True)
@@ -288,6 +291,7 @@ def test_hung_node_fails_within_the_timeout(hung_server: HungServer) -> None:
     assert outcome["first"] < 1.0
     assert outcome["second_value"] is NO_VALUE
     assert outcome["second"] < 0.1
+    assert isinstance(outcome.get("set_error"), MemcacheError)  # never a silent drop
     assert len(hung_server.accepted) == 1  # the second call never reconnected
 
 
@@ -347,8 +351,9 @@ def test_dead_node_failover_then_rejoin(
 
     1. first call for a key on the dead node: ``ConnectionRefusedError``; node marked
        failed (attempt 0);
-    2. calls within ``retry_timeout``: ``get`` silently returns ``NO_VALUE`` and ``set``
-       silently stores nothing anywhere;
+    2. calls within ``retry_timeout``: ``get`` silently returns ``NO_VALUE``; HashClient's
+       ``set`` silently stores nothing anywhere, which the sa_sessions backend turns
+       into a ``MemcacheError`` so the caller knows the entry may be stale;
     3. after ``retry_timeout``: one retry, ``ConnectionRefusedError`` again (attempt 1),
        quiet misses again, and after the next ``retry_timeout`` a third
        ``ConnectionRefusedError`` (attempt 2 = ``retry_attempts``);
@@ -380,7 +385,8 @@ def test_dead_node_failover_then_rejoin(
     with pytest.raises(ConnectionRefusedError):
         region.get(on_b)  # 1
     assert region.get(on_b) is NO_VALUE  # 2
-    region.set(on_b, b"lost")
+    with pytest.raises(MemcacheError):
+        region.set(on_b, b"lost")
     assert raw_get(a.address, on_b) is None
     assert region.get(on_a) == b"old"
 

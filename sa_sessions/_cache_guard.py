@@ -1,0 +1,173 @@
+"""The store's view of the cache: never authoritative, never fatal.
+
+Wraps a dogpile region so that every cache failure (refused, timeout, too
+large, garbage) is logged and becomes a miss, a circuit breaker stops paying
+timeouts to a dead server, and values carry the row version.  Calls are
+counted for tests and benchmarks.
+
+A write or delete that could not reach the cache leaves a possibly stale
+entry behind (a hung server that wakes up still holds it).  Such keys are
+remembered: they are never read from the cache, and their deletion is
+replayed as soon as the cache answers again.  The memory is per process and
+bounded; the memcached TTL bounds whatever it cannot cover.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dogpile.cache.api import NO_VALUE
+
+from .cache import CircuitBreaker
+from .cache import cache_key
+
+if TYPE_CHECKING:
+    from dogpile.cache import CacheRegion
+
+log = logging.getLogger("sa_sessions.cache")
+
+#: Most keys remembered for invalidation after a cache failure (per process).
+MAX_PENDING_INVALIDATIONS = 10_000
+
+_VERSION = struct.Struct(">q")
+
+
+@dataclass
+class CacheStats:
+    """Round trips made to the cache (exact, for tests and benchmarks)."""
+
+    gets: int = 0
+    sets: int = 0
+    deletes: int = 0
+    errors: int = 0
+
+    def reset(self) -> None:
+        self.gets = self.sets = self.deletes = self.errors = 0
+
+
+class GuardedCache:
+    """Get/set/delete of ``(version, blob)`` pairs under hashed-id keys."""
+
+    def __init__(
+        self,
+        region: CacheRegion,
+        *,
+        prefix: str,
+        max_value_bytes: int,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.region = region
+        self.prefix = prefix
+        self.max_value_bytes = max_value_bytes
+        self.breaker = breaker if breaker is not None else CircuitBreaker()
+        self.stats = CacheStats()
+        self._pending: dict[str, None] = {}  # insertion-ordered set of hashed ids
+        self._in_outage = False  # one WARNING per outage, not one per failed call
+
+    def key(self, hashed_id: str) -> str:
+        return cache_key(hashed_id, self.prefix)
+
+    def get(self, hashed_id: str) -> tuple[int, bytes] | None:
+        """The cached ``(version, blob)``, or None on a miss or any failure."""
+        if hashed_id in self._pending or not self.breaker.allow():
+            return None
+        self.stats.gets += 1
+        try:
+            value = self.region.get(self.key(hashed_id))
+        except Exception as exc:
+            self._failed("get", exc)
+            return None
+        self._succeeded()
+        if value is NO_VALUE:
+            return None
+        if not isinstance(value, bytes) or len(value) <= _VERSION.size:
+            log.warning("cache entry of unexpected shape ignored (key %s)", hashed_id[:12])
+            return None
+        return _VERSION.unpack_from(value)[0], value[_VERSION.size :]
+
+    def set(self, hashed_id: str, version: int, blob: bytes) -> bool:
+        """Store a copy; too-large values and failures just leave no entry."""
+        if len(blob) + _VERSION.size > self.max_value_bytes:
+            # A bigger copy would be refused by memcached; make sure no stale one stays.
+            return self.delete(hashed_id)
+        if not self.breaker.allow():
+            self._remember([hashed_id])
+            return False
+        self.stats.sets += 1
+        try:
+            self.region.set(self.key(hashed_id), _VERSION.pack(version) + blob)
+        except Exception as exc:
+            self._failed("set", exc, [hashed_id])
+            return False
+        self._pending.pop(hashed_id, None)
+        self._succeeded()
+        return True
+
+    def delete(self, hashed_id: str) -> bool:
+        return self.delete_many([hashed_id])
+
+    def delete_many(self, hashed_ids: list[str]) -> bool:
+        if not hashed_ids:
+            return True
+        if not self.breaker.allow():
+            self._remember(hashed_ids)
+            return False
+        if not self._delete(hashed_ids):
+            return False
+        for hashed_id in hashed_ids:
+            self._pending.pop(hashed_id, None)
+        self._succeeded()
+        return True
+
+    def _delete(self, hashed_ids: list[str]) -> bool:
+        self.stats.deletes += 1
+        try:
+            if len(hashed_ids) == 1:
+                self.region.delete(self.key(hashed_ids[0]))
+            else:
+                self.region.delete_multi([self.key(h) for h in hashed_ids])
+        except Exception as exc:
+            self._failed("delete", exc, hashed_ids)
+            return False
+        return True
+
+    @property
+    def pending_invalidations(self) -> int:
+        """Keys whose cached copy may be stale and will be deleted once the cache answers."""
+        return len(self._pending)
+
+    def _remember(self, hashed_ids: list[str]) -> None:
+        for hashed_id in hashed_ids:
+            self._pending[hashed_id] = None
+        while len(self._pending) > MAX_PENDING_INVALIDATIONS:
+            del self._pending[next(iter(self._pending))]
+            log.warning("too many cache entries awaiting invalidation; forgetting the oldest")
+
+    def _succeeded(self) -> None:
+        self.breaker.record_success()
+        if self._in_outage:
+            self._in_outage = False
+            log.info("cache answers again")
+        if self._pending:
+            replay = list(self._pending)[:1000]
+            if self._delete(replay):
+                for hashed_id in replay:
+                    self._pending.pop(hashed_id, None)
+                log.info("invalidated %d cache entries written during an outage", len(replay))
+
+    def _failed(self, operation: str, exc: Exception, hashed_ids: Sequence[str] = ()) -> None:
+        self.stats.errors += 1
+        self._remember(list(hashed_ids))
+        self.breaker.record_failure()
+        level = logging.DEBUG if self._in_outage else logging.WARNING
+        self._in_outage = True
+        log.log(
+            level,
+            "cache %s failed (%s); falling back to the database",
+            operation,
+            type(exc).__name__,
+        )

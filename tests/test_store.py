@@ -1,0 +1,402 @@
+"""The store contract, run on every database x cache configuration.
+
+SQLite, MariaDB (mysqlclient) and PostgreSQL (psycopg), each with no cache,
+dogpile's memory backend, and a real memcached process.
+"""
+
+from __future__ import annotations
+
+import decimal
+import os
+import pickle
+import uuid
+from collections.abc import Callable
+from datetime import date
+from datetime import datetime
+from datetime import time
+from datetime import timedelta
+from datetime import timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dogpile.cache import CacheRegion
+from sqlalchemy import Engine
+from sqlalchemy import func
+from sqlalchemy import select
+from sqlalchemy import update
+
+from sa_sessions import SessionStore
+from sa_sessions import memcached_region
+from sa_sessions import memory_region
+from sa_sessions.cache import cache_key
+from sa_sessions.codec.blob import BlobMeta
+from sa_sessions.ids import hash_session_id
+from sa_sessions.ids import new_session_id
+
+from .conftest import SECRET
+from .conftest import MemcachedProcess
+from .conftest import StatementLog
+
+UTC = timezone.utc
+
+CACHE_KINDS = [
+    pytest.param("none", id="nocache"),
+    pytest.param("memory", id="memory"),
+    pytest.param("memcached", id="memcached", marks=pytest.mark.memcached),
+]
+
+
+@pytest.fixture(params=CACHE_KINDS)
+def cache_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def region(cache_kind: str, request: pytest.FixtureRequest) -> CacheRegion | None:
+    if cache_kind == "none":
+        return None
+    if cache_kind == "memory":
+        return memory_region()
+    server: MemcachedProcess = request.getfixturevalue("memcached")
+    return memcached_region([server.address])
+
+
+def make_store(model: type[Any], engine: Engine, region: CacheRegion | None) -> SessionStore[Any]:
+    return SessionStore(
+        model,
+        engine,
+        region=region,
+        secret_keys=SECRET,
+        columns={"user_id": lambda data: data.get("user_id")},
+    )
+
+
+@pytest.fixture
+def store(model: type[Any], engine: Engine, region: CacheRegion | None) -> SessionStore[Any]:
+    return make_store(model, engine, region)
+
+
+@pytest.fixture(params=CACHE_KINDS[1:])
+def cached_store(
+    model: type[Any], engine: Engine, request: pytest.FixtureRequest
+) -> SessionStore[Any]:
+    """Only the configurations that have a cache."""
+    if request.param == "memory":
+        return make_store(model, engine, memory_region())
+    server: MemcachedProcess = request.getfixturevalue("memcached")
+    return make_store(model, engine, memcached_region([server.address]))
+
+
+def meta(days: float = 1, ssl_only: bool = False) -> BlobMeta:
+    now = datetime.now(UTC)
+    return BlobMeta(expires_at=now + timedelta(days=days), touched_at=now, ssl_only=ssl_only)
+
+
+EVERY_TYPE: dict[str, Any] = {
+    "none": None,
+    "bool": True,
+    "int": 2**70,
+    "float": 1.5,
+    "str": "héllo ✓",
+    "bytes": b"\x00\xff",
+    "list": [1, "a", [2]],
+    "tuple": (1, "b"),
+    "set": {1, 2},
+    "frozenset": frozenset({"x"}),
+    "dict": {"nested": {"k": [1, 2]}},
+    "datetime": datetime(2025, 6, 1, 12, 0, 0, 500, tzinfo=UTC),
+    "naive": datetime(2025, 6, 1, 12, 0, 0),
+    "date": date(2025, 6, 1),
+    "time": time(12, 30),
+    "timedelta": timedelta(hours=3),
+    "decimal": decimal.Decimal("12.3400"),
+    "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+}
+
+
+@pytest.mark.parametrize("codec", ["pickle", "json"])
+def test_round_trip_of_every_supported_type(
+    model: type[Any], engine: Engine, region: CacheRegion | None, codec: Any
+) -> None:
+    store = SessionStore(model, engine, region=region, secret_keys=SECRET, codec=codec)
+    sid = new_session_id()
+    store.create(sid, EVERY_TYPE, meta())
+    loaded = store.load(sid)
+    assert loaded is not None
+    assert loaded.data == EVERY_TYPE
+    assert {k: type(v) for k, v in loaded.data.items()} == {
+        k: type(v) for k, v in EVERY_TYPE.items()
+    }
+    fresh = store.load_fresh(sid)
+    assert fresh is not None and fresh.data == EVERY_TYPE
+
+
+def test_raw_id_is_stored_nowhere(store: SessionStore[Any], engine: Engine) -> None:
+    sid = new_session_id()
+    store.create(sid, {"a": 1}, meta())
+    with engine.connect() as conn:
+        rows = conn.execute(select(store.table)).all()
+    assert [row.id for row in rows] == [hash_session_id(sid)]
+    assert all(sid.encode() not in bytes(row.data) for row in rows)
+
+
+def test_two_megabyte_session_round_trips(store: SessionStore[Any], sql_log: StatementLog) -> None:
+    """Bigger than MySQL's 64 KiB BLOB and than memcached's 1 MiB item: served from the DB."""
+    big = os.urandom(2 * 1024 * 1024)
+    sid = new_session_id()
+    store.create(sid, {"big": big}, meta())
+    sql_log.clear()
+    loaded = store.load(sid)
+    assert loaded is not None and loaded.data["big"] == big
+    assert sql_log.count("SELECT") == 1  # cache skipped: too large to hold
+    if store.cache is not None:
+        assert store.cache.get(hash_session_id(sid)) is None
+
+
+def test_cache_hit_runs_no_sql(cached_store: SessionStore[Any], sql_log: StatementLog) -> None:
+    store = cached_store
+    assert store.cache is not None
+    sid = new_session_id()
+    store.create(sid, {"a": 1}, meta())
+    store.cache.stats.reset()
+    sql_log.clear()
+    loaded = store.load(sid)
+    assert loaded is not None and loaded.data == {"a": 1}
+    assert sql_log.statements == []
+    assert store.cache.stats.gets == 1
+
+
+def test_cache_miss_reads_database_once_and_refills(
+    store: SessionStore[Any], sql_log: StatementLog
+) -> None:
+    sid = new_session_id()
+    store.create(sid, {"a": 1}, meta())
+    if store.cache is not None:
+        store.cache.delete(hash_session_id(sid))
+    sql_log.clear()
+    assert store.load(sid) is not None
+    assert sql_log.count("SELECT") == 1
+    sql_log.clear()
+    assert store.load(sid) is not None
+    assert sql_log.count() == (0 if store.cache is not None else 1)
+
+
+def test_exactly_one_write_statement_per_save(
+    store: SessionStore[Any], sql_log: StatementLog
+) -> None:
+    sid = new_session_id()
+    sql_log.clear()
+    created = store.create(sid, {"a": 1}, meta())
+    assert sql_log.statements and len(sql_log.statements) == 1
+    assert sql_log.count("INSERT") == 1
+    sql_log.clear()
+    updated = store.update(created, {"a": 2}, meta())
+    assert updated is not None and updated.version == 2
+    assert len(sql_log.statements) == 1 and sql_log.count("UPDATE") == 1
+    if store.cache is not None:
+        assert store.cache.stats.sets >= 2
+
+
+def test_update_with_a_stale_version_is_refused(store: SessionStore[Any]) -> None:
+    sid = new_session_id()
+    first = store.create(sid, {"a": 1}, meta())
+    assert store.update(first, {"a": 2}, meta()) is not None
+    assert store.update(first, {"a": 3}, meta()) is None  # first is version 1, row is 2
+    loaded = store.load_fresh(sid)
+    assert loaded is not None and loaded.data == {"a": 2} and loaded.version == 2
+
+
+def test_update_never_resurrects_a_deleted_session(
+    store: SessionStore[Any], engine: Engine
+) -> None:
+    sid = new_session_id()
+    record = store.create(sid, {"user": "alice"}, meta())
+    store.delete(sid)
+    assert store.update(record, {"user": "alice", "more": 1}, meta()) is None
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(store.table)).scalar() == 0
+    assert store.load(sid) is None
+
+
+def test_expired_sessions_are_never_served(store: SessionStore[Any]) -> None:
+    sid = new_session_id()
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    store.create(sid, {"a": 1}, BlobMeta(expires_at=past, touched_at=past))
+    assert store.load(sid) is None
+    assert store.load_fresh(sid) is None
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["", "x", "a" * 42, "a" * 44, "' OR '1'='1", "abc def" + "a" * 36, "a\r\n" * 15]
+)
+def test_malformed_ids_reach_no_backend(
+    store: SessionStore[Any], sql_log: StatementLog, bad_id: str
+) -> None:
+    sql_log.clear()
+    assert store.load(bad_id) is None
+    assert store.load_fresh(bad_id) is None
+    store.delete(bad_id)
+    assert sql_log.statements == []
+    if store.cache is not None:
+        assert store.cache.stats.gets == 0 and store.cache.stats.deletes == 0
+
+
+def test_blob_edited_in_the_database_is_rejected(
+    store: SessionStore[Any], engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    sid = new_session_id()
+    record = store.create(sid, {"role": "user"}, meta())
+    if store.cache is not None:
+        store.cache.delete(record.hashed_id)
+    with engine.begin() as conn:
+        blob = bytearray(conn.execute(select(store.table.c.data)).scalar_one())
+        blob[20] ^= 0x01
+        conn.execute(update(store.table).values(data=bytes(blob)))
+    with caplog.at_level("WARNING", logger="sa_sessions.security"):
+        assert store.load(sid) is None
+    assert "rejected" in caplog.text
+    assert sid not in caplog.text
+
+
+def test_blob_swapped_from_another_row_is_rejected(
+    store: SessionStore[Any], engine: Engine
+) -> None:
+    victim, attacker = new_session_id(), new_session_id()
+    store.create(victim, {"role": "admin"}, meta())
+    store.create(attacker, {"role": "user"}, meta())
+    t = store.table
+    with engine.begin() as conn:
+        admin_blob = conn.execute(
+            select(t.c.data).where(t.c.id == hash_session_id(victim))
+        ).scalar_one()
+        conn.execute(update(t).where(t.c.id == hash_session_id(attacker)).values(data=admin_blob))
+    if store.cache is not None:
+        store.cache.delete(hash_session_id(attacker))
+    assert store.load(attacker) is None
+    assert store.load(victim) is not None
+
+
+class _Gadget:
+    """Unpickling this would create the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_pickle_gadget_in_the_row_never_executes(
+    store: SessionStore[Any], engine: Engine, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    sid = new_session_id()
+    store.create(sid, {"a": 1}, meta())
+    if store.cache is not None:
+        store.cache.delete(hash_session_id(sid))
+    gadget = pickle.dumps(_Gadget(marker))
+    with engine.begin() as conn:
+        conn.execute(update(store.table).values(data=gadget))
+    assert store.load(sid) is None
+    assert not marker.exists()
+
+
+def test_pickle_gadget_in_the_cache_never_executes(
+    cached_store: SessionStore[Any], tmp_path: Path
+) -> None:
+    store = cached_store
+    assert store.cache is not None
+    marker = tmp_path / "pwned"
+    sid = new_session_id()
+    store.create(sid, {"a": 1}, meta())
+    hashed = hash_session_id(sid)
+    store.cache.region.set(cache_key(hashed), b"\x00" * 7 + b"\x01" + pickle.dumps(_Gadget(marker)))
+    loaded = store.load(sid)  # rejected from the cache, then served from the database
+    assert loaded is not None and loaded.data == {"a": 1}
+    assert not marker.exists()
+
+
+@pytest.mark.memcached
+def test_cache_down_gives_the_same_results(
+    model: type[Any], engine: Engine, memcached_factory: Callable[[], MemcachedProcess]
+) -> None:
+    server = memcached_factory()
+    store = SessionStore(
+        model, engine, region=memcached_region([server.address]), secret_keys=SECRET
+    )
+    sid = new_session_id()
+    record = store.create(sid, {"a": 1}, meta())
+    server.stop()
+    for _ in range(3):
+        loaded = store.load(sid)
+        assert loaded is not None and loaded.data == {"a": 1}
+    saved = store.update(record, {"a": 2}, meta())
+    assert saved is not None
+    loaded = store.load(sid)
+    assert loaded is not None and loaded.data == {"a": 2}
+    server.start()  # comes back empty: nothing stale to serve
+    loaded = store.load(sid)
+    assert loaded is not None and loaded.data == {"a": 2}
+
+
+def test_purge_deletes_only_expired_rows_in_batches(
+    store: SessionStore[Any], engine: Engine
+) -> None:
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    expired = [new_session_id() for _ in range(25)]
+    live = [new_session_id() for _ in range(7)]
+    for sid in expired:
+        store.create(sid, {"x": 1}, BlobMeta(expires_at=past, touched_at=past))
+    for sid in live:
+        store.create(sid, {"x": 1}, meta())
+    batches: list[int] = []
+    deleted = store.purge_expired(
+        batch_size=10, progress=lambda report: batches.append(report.deleted)
+    )
+    assert deleted == 25
+    assert batches == [10, 20, 25]
+    with engine.connect() as conn:
+        remaining = set(conn.scalars(select(store.table.c.id)))
+    assert remaining == {hash_session_id(sid) for sid in live}
+
+
+def test_revoke_by_a_user_column(store: SessionStore[Any], engine: Engine) -> None:
+    alice = [new_session_id() for _ in range(3)]
+    bob = new_session_id()
+    for sid in alice:
+        store.create(sid, {"user_id": 42}, meta())
+    store.create(bob, {"user_id": 7}, meta())
+    for sid in alice:
+        assert store.load(sid) is not None  # warm the cache
+    assert store.revoke(store.model.user_id == 42) == 3
+    for sid in alice:
+        assert store.load(sid) is None
+        if store.cache is not None:
+            assert store.cache.get(hash_session_id(sid)) is None
+    bob_session = store.load(bob)
+    assert bob_session is not None and bob_session.data == {"user_id": 7}
+    with engine.connect() as conn:
+        users = conn.scalars(select(store.table.c.user_id)).all()
+    assert users == [7]
+
+
+def test_derived_columns_follow_the_data(store: SessionStore[Any], engine: Engine) -> None:
+    sid = new_session_id()
+    record = store.create(sid, {"user_id": 5}, meta())
+    store.update(record, {"user_id": 6}, meta())
+    with engine.connect() as conn:
+        assert conn.execute(select(store.table.c.user_id)).scalar_one() == 6
+
+
+def test_hybrids_select_the_right_rows(store: SessionStore[Any], engine: Engine) -> None:
+    past = datetime.now(UTC) - timedelta(seconds=2)
+    old, new = new_session_id(), new_session_id()
+    store.create(old, {"a": 1}, BlobMeta(expires_at=past, touched_at=past))
+    store.create(new, {"a": 1}, meta())
+    model = store.model
+    with engine.connect() as conn:
+        expired = conn.scalars(select(model.id).where(model.is_expired)).all()
+        active = conn.scalars(select(model.id).where(model.is_active)).all()
+    assert expired == [hash_session_id(old)]
+    assert active == [hash_session_id(new)]
