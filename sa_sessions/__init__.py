@@ -1,0 +1,41 @@
+"""sa_sessions: fast, safe sessions for Bottle and any WSGI application.
+
+Small sessions live in one signed cookie; larger ones in one sealed blob per
+row of your own SQLAlchemy model, read through memcached.  See the README.
+"""
+
+from __future__ import annotations
+
+from .cache import memcached_region as memcached_region
+from .cache import memory_region as memory_region
+from .exceptions import CleanupAlreadyRunning as CleanupAlreadyRunning
+from .exceptions import CodecError as CodecError
+from .exceptions import SessionBackendUnavailable as SessionBackendUnavailable
+from .exceptions import SessionConfigError as SessionConfigError
+from .exceptions import SessionConflict as SessionConflict
+from .exceptions import SessionError as SessionError
+from .exceptions import SessionTooLarge as SessionTooLarge
+from .model import SessionModel as SessionModel
+from .session import Session as Session
+from .store import SessionStore as SessionStore
+from .wsgi import SessionMiddleware as SessionMiddleware
+from .wsgi import get_current_session as get_current_session
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CleanupAlreadyRunning",
+    "CodecError",
+    "Session",
+    "SessionBackendUnavailable",
+    "SessionConfigError",
+    "SessionConflict",
+    "SessionError",
+    "SessionMiddleware",
+    "SessionModel",
+    "SessionStore",
+    "SessionTooLarge",
+    "get_current_session",
+    "memcached_region",
+    "memory_region",
+]
