@@ -141,6 +141,8 @@ def _data_cookie(s: Session, now: Any) -> str | None:
     store = settings.store
     if store is not None and store.has_derived_values(s._data):
         return None  # revocable sessions (derived columns) always live server-side
+    if _far_over_budget(s):
+        return None
     try:
         value = settings.cookies.encode(_state(s, "data", now))
     except (TypeError, SessionTooLarge):
@@ -153,6 +155,19 @@ def _data_cookie(s: Session, now: Any) -> str | None:
     if store is None:
         raise SessionTooLarge(len(header), settings.cookie_only_threshold, "cookie")
     return None
+
+
+def _far_over_budget(s: Session) -> bool:
+    """Skip encoding a cookie that cannot fit: it cost a third of a large session's save.
+
+    A server-side session whose last stored blob was over twice the cookie budget
+    is only re-tried as a cookie when this request removed keys; a value replaced
+    by a smaller one moves it back at the next save, when the stored size is known.
+    """
+    record = s._record
+    if record is None or record.blob_size <= 2 * s._settings.cookie_only_threshold:
+        return False
+    return not any(isinstance(change, Deleted) for change in s._changes.values())
 
 
 def _save_on_server(s: Session, now: Any) -> Headers:

@@ -401,10 +401,12 @@ class Session(MutableMapping[str, Any]):
         self._headers = []
         if not self._loaded:
             return self._headers
-        from ._persist import save_session  # local: _persist imports this module
-
         headers = save_session(self)
         if headers:
             headers.append(("Cache-Control", "no-store"))
         self._headers = headers
         return headers
+
+
+# At the end: _persist needs the names above, and finalize() needs save_session.
+from ._persist import save_session  # noqa: E402
