@@ -6,12 +6,12 @@ PIP := $(PY) -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: demo test lint format type pytest bench clean
+.PHONY: demo test lint format pytest bench bench-http clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[test,dev]'
+	$(PIP) install --quiet -e '.[test,dev,bench]'
 	@# mysqlclient compiles against libmariadb-dev + pkg-config; without them the
 	@# MariaDB tests skip locally (CI installs both and requires every service).
 	$(PIP) install --quiet -e '.[mysql]' || echo "warning: mysqlclient not installed (apt-get install libmariadb-dev pkg-config); MariaDB tests will skip"
@@ -40,8 +40,10 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix sa_sessions tests examples bench
 
 bench: $(VENV)/.installed
-	$(PIP) install --quiet -e '.[bench]'
 	$(PY) bench/compare.py
+
+bench-http: $(VENV)/.installed
+	$(PY) bench/http_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
