@@ -9,8 +9,9 @@ The decision, once per request and only when something changed:
 4. otherwise                    -> the store (versioned UPDATE or INSERT; cache-only for
                                    quick writes and ``no_datastore``) and a signed id cookie.
 
-A version conflict reloads the fresh row, re-applies only this request's
-changed keys and retries (bounded); a row deleted meanwhile stays deleted.
+A version conflict re-reads the fresh row under a row lock, re-applies only this
+request's changed keys and UPDATEs it in the same transaction (bounded retries
+where no row lock exists); a row deleted meanwhile stays deleted.
 """
 
 from __future__ import annotations
@@ -28,19 +29,21 @@ from .codec.blob import BlobMeta
 from .cookies import CookieState
 from .exceptions import SessionConflict
 from .exceptions import SessionTooLarge
+from .ids import hash_session_id
 from .session import FULL
 from .session import QUICK
 from .session import Deleted
 from .session import Increment
 from .session import Session
 from .store import CACHE_ONLY_VERSION
+from .store import CHANGED
 from .store import StoredSession
 
 log = logging.getLogger("sa_sessions.session")
 
-#: Backoff before re-reading after a version conflict: a random pause of up to
-#: ``_BACKOFF_BASE * 2**attempt`` seconds (capped), so that a burst of parallel
-#: writers to one session spreads out instead of colliding again on every retry.
+#: Backoff before another locked merge when one lost the race anyway (databases
+#: without row locks: SQLite): a random pause of up to ``_BACKOFF_BASE * 2**attempt``
+#: seconds (capped), so that a burst of parallel writers spreads out.
 _BACKOFF_BASE = 0.004
 _BACKOFF_CAP = 0.1
 
@@ -92,13 +95,18 @@ def save_session(session: Session) -> Headers:
     return _save_on_server(s, now)
 
 
-def _dropped(s: Session) -> Headers:
+def _dropped(s: Session, *, row_gone: bool = True) -> Headers:
     """The server copy was deleted by another request (logout, regeneration): drop this one.
 
     No Set-Cookie at all: deleting the cookie could remove the new cookie that a
     parallel ``regenerate_id()`` just issued, and re-issuing it would resurrect it.
+    When the database said the row is gone, a cached copy can only be stale (e.g. a
+    refill that raced the logout): it is deleted too, so reads stop seeing it.
     """
     log.info("session %s was deleted by another request; not saved", s._log_id)
+    store = s._settings.store
+    if row_gone and store is not None and store.cache is not None and s._sid is not None:
+        store.cache.delete(hash_session_id(s._sid))
     s._record = None
     s._sid = None
     s.terminate()  # resets the state; with no sid it deletes nothing
@@ -188,7 +196,7 @@ def _save_on_server(s: Session, now: Any) -> Headers:
                 s._sid, s._data, meta, version=current.version, only_if_cached=True
             )
             if saved is None and (settings.no_datastore or not current.in_database):
-                return _dropped(s)  # the cache was its only copy: evicted or deleted
+                return _dropped(s, row_gone=False)  # the cache was its only copy: gone
     if saved is None:  # a full write, or a quick one whose cached copy changed
         saved = _write_row(s, meta)
         if saved is None:
@@ -203,7 +211,15 @@ def _save_on_server(s: Session, now: Any) -> Headers:
 
 
 def _write_row(s: Session, meta: BlobMeta) -> StoredSession | None:
-    """INSERT or versioned UPDATE with per-key merge; None if the row was deleted."""
+    """INSERT or versioned UPDATE with per-key merge; None if the row was deleted.
+
+    The first UPDATE is optimistic.  On a version conflict the row is re-read
+    under a row lock, this request's changed keys are re-applied and it is
+    UPDATEd in the same transaction: parallel writers queue on the lock instead
+    of retrying, so any number of them succeed on MySQL/MariaDB and PostgreSQL.
+    Without row locks (SQLite) a locked merge can still lose the race; it is
+    retried with a jittered backoff, ``merge_retries`` times in all.
+    """
     store = s._settings.store
     assert store is not None and s._sid is not None
     record = s._record
@@ -215,19 +231,21 @@ def _write_row(s: Session, meta: BlobMeta) -> StoredSession | None:
             if record is None:
                 return None
             s._data = merge_changes(record.data, s._changes)
-    only_touch = not s._dirty
-    for attempt in range(s._settings.merge_retries + 1):
-        saved = store.update(record, s._data, meta)
-        if saved is not None:
-            return saved
-        if not only_touch and attempt < s._settings.merge_retries:
-            time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))
-        fresh = store.load_fresh(s._sid)
-        if fresh is None or only_touch:
-            return fresh
-        log.info("session %s changed concurrently; merging %d keys", s._log_id, len(s._changes))
-        record = fresh
-        s._data = merge_changes(fresh.data, s._changes)
+    saved = store.update(record, s._data, meta)
+    if saved is not None:
+        return saved
+    if not s._dirty:  # only an idle touch: the concurrent save touched it too
+        return store.load_fresh(s._sid)
+    changes = s._changes
+    for attempt in range(s._settings.merge_retries):
+        log.info("session %s changed concurrently; merging %d keys", s._log_id, len(changes))
+        outcome = store.update_locked(s._sid, lambda fresh: merge_changes(fresh, changes), meta)
+        if outcome is None:
+            return None
+        if outcome != CHANGED:
+            s._data = dict(outcome.data)
+            return outcome
+        time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))
     raise SessionConflict(
         f"session {s._log_id} kept changing concurrently; gave up after "
         f"{s._settings.merge_retries} merges"

@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Generic
+from typing import Literal
 from typing import TypeVar
 
 from sqlalchemy import Connection
@@ -74,6 +75,10 @@ ColumnHooks = Mapping[str, Callable[[Mapping[str, Any]], Any]]
 #: Version of a session that so far lives only in the cache (quick writes, no_datastore).
 CACHE_ONLY_VERSION = 0
 
+#: :meth:`SessionStore.update_locked` result: the row changed between the read and the
+#: UPDATE (only possible where SELECT ... FOR UPDATE takes no row lock, i.e. SQLite).
+CHANGED: Literal["changed"] = "changed"
+
 
 @dataclass(frozen=True, slots=True)
 class StoredSession:
@@ -93,6 +98,24 @@ class StoredSession:
     @property
     def expires_at(self) -> datetime:
         return self.meta.expires_at
+
+
+class _LockedWrite:
+    """One write transaction of :meth:`SessionStore._locked_write`."""
+
+    __slots__ = ("_cache", "_hashed", "cached", "conn")
+
+    def __init__(self, conn: Connection, cache: GuardedCache | None, hashed: str) -> None:
+        self.conn = conn
+        self.cached = False
+        self._cache = cache
+        self._hashed = hashed
+
+    def cache(self, version: int, blob: bytes) -> None:
+        """Write the cached copy now, before the commit releases the row lock."""
+        if self._cache is not None:
+            self.cached = True
+            self._cache.set(self._hashed, version, blob)
 
 
 def _engine_of(bind: Engine | sessionmaker[Any]) -> Engine:
@@ -172,6 +195,7 @@ class SessionStore(Generic[M]):
     def _build_statements(self) -> None:
         c = self.table.c
         self._select = select(c.data, c.version).where(c.id == bindparam("h"))
+        self._select_for_update = self._select.with_for_update()
         extra: dict[str, Any] = {name: bindparam(f"x_{name}") for name in self.columns}
         self._insert = insert(self.table).values(
             id=bindparam("h"),
@@ -208,6 +232,27 @@ class SessionStore(Generic[M]):
         except sa_exc.DBAPIError as exc:
             if exc.connection_invalidated:
                 raise SessionBackendUnavailable("session database connection lost", exc) from exc
+            raise
+
+    @contextmanager
+    def _locked_write(self, hashed: str) -> Iterator[_LockedWrite]:
+        """A write transaction whose cached copy is written while the row lock is held.
+
+        Writers to one row commit in the order of its lock; writing the cached copy
+        before the commit (:meth:`_LockedWrite.cache`) makes the cache follow the
+        same order.  Written after the commit, a writer delayed between its commit
+        and its cache write would overwrite a newer copy with its older one, served
+        until the next write.  If the transaction fails after the cache was
+        written, the cached copy is deleted again.
+        """
+        write: _LockedWrite | None = None
+        try:
+            with self._connection() as conn:
+                write = _LockedWrite(conn, self.cache, hashed)
+                yield write
+        except BaseException:
+            if write is not None and write.cached and self.cache is not None:
+                self.cache.delete(hashed)
             raise
 
     # ------------------------------------------------------------------ reading
@@ -250,7 +295,9 @@ class SessionStore(Generic[M]):
             return None
         record = self._live(record)
         if record is not None and self.cache is not None:
-            self.cache.set(hashed, version, blob)
+            # add, not set: a writer that committed after our read has cached a newer
+            # version already, which a plain set would overwrite with this old one.
+            self.cache.add(hashed, version, blob)
         return record
 
     def _open(
@@ -300,13 +347,49 @@ class SessionStore(Generic[M]):
         blob = self.codec.seal(current.hashed_id, version, meta, data)
         params = self._params(current.hashed_id, version, blob, meta, data)
         params["b_old_version"] = current.version
-        with self._connection() as conn:
-            matched = conn.execute(self._update, params).rowcount
-        if matched != 1:
-            log.info("version conflict on session %s", log_id(current.hashed_id))
-            return None
-        record = replace(current, version=version, meta=meta, data=dict(data), blob_size=len(blob))
-        return self._cached(record, blob)
+        with self._locked_write(current.hashed_id) as write:
+            if write.conn.execute(self._update, params).rowcount != 1:
+                log.info("version conflict on session %s", log_id(current.hashed_id))
+                return None
+            write.cache(version, blob)
+        return replace(current, version=version, meta=meta, data=dict(data), blob_size=len(blob))
+
+    def update_locked(
+        self,
+        session_id: str,
+        merge: Callable[[dict[str, Any]], dict[str, Any]],
+        meta: BlobMeta,
+    ) -> StoredSession | Literal["changed"] | None:
+        """Re-read the row under a row lock, apply ``merge`` to its data, UPDATE it.
+
+        One transaction: ``SELECT ... FOR UPDATE``, then the versioned UPDATE, so
+        parallel writers queue on the row lock instead of failing and retrying
+        (MySQL/MariaDB, PostgreSQL).  Returns the saved session; None when the
+        row is gone, expired or unreadable (the caller drops its changes: no
+        resurrection); :data:`CHANGED` when another writer slipped in between,
+        which only happens where no row lock exists (SQLite).
+        """
+        hashed = hash_session_id(session_id)
+        with self._locked_write(hashed) as write:
+            row = write.conn.execute(self._select_for_update, {"h": hashed}).first()
+            if row is None:
+                return None
+            version = int(row[1])
+            current = self._live(
+                self._open(session_id, hashed, version, bytes(row[0]), source="database")
+            )
+            if current is None:
+                return None
+            data = merge(current.data)
+            blob = self.codec.seal(hashed, version + 1, meta, data)
+            params = self._params(hashed, version + 1, blob, meta, data)
+            params["b_old_version"] = version
+            if write.conn.execute(self._update, params).rowcount != 1:
+                return CHANGED
+            write.cache(version + 1, blob)
+        return replace(
+            current, version=version + 1, meta=meta, data=dict(data), blob_size=len(blob)
+        )
 
     def save_cache_only(
         self,
