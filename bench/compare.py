@@ -520,7 +520,10 @@ class FloorKit:
         mac = hmac.new(self.mac_key, self.prefix + body[:-32], hashlib.sha256).digest()
         if not hmac.compare_digest(mac, body[-32:]):
             raise AssertionError("floor HMAC check failed")
-        return pickle.loads(zlib.decompress(body[17:-32]))
+        payload = body[17:-32]
+        if body[0] & 0x02:  # compressed (sessions over the codec's threshold)
+            payload = zlib.decompress(payload)
+        return pickle.loads(payload)
 
     def cases(self, scenario: Scenario) -> dict[str, Case]:
         clock = time.perf_counter_ns
