@@ -39,8 +39,9 @@ class SessionSettings:
     #: Largest Set-Cookie line that may carry session data; 0 keeps all data server-side.
     cookie_only_threshold: int = MAX_COOKIE_BYTES
     no_datastore: bool = False
-    #: Re-reads after a version conflict before SessionConflict; with the jittered
-    #: backoff of :mod:`sa_sessions._persist` this absorbs ~20 simultaneous writers.
+    #: Merges after a version conflict before SessionConflict.  On MySQL/MariaDB and
+    #: PostgreSQL a conflict is merged under a row lock, so writers queue instead of
+    #: retrying; the bound (with jittered backoff) matters on SQLite.
     merge_retries: int = 10
     max_cookie_header_bytes: int = 8192
     clock: Clock = field(default=utcnow)
