@@ -38,6 +38,7 @@ from sa_sessions.purge import purge_lock
 
 from .conftest import MYSQL_URL
 from .conftest import POSTGRES_URL
+from .conftest import SERVER_DB_KINDS
 from .conftest import make_engine
 from .test_purge import FakeTTY
 from .test_purge import add_rows
@@ -221,8 +222,7 @@ def test_cleanup_quiet(filled: tuple[str, Engine], capsys: pytest.CaptureFixture
 @pytest.fixture
 def lock_held(filled: tuple[str, Engine], db_kind: str) -> Iterator[str]:
     """Another cleaner (a thread) holds the lock on the filled table."""
-    if db_kind == "sqlite":
-        pytest.skip("SQLite has no cleaner lock")
+    assert db_kind != "sqlite", "SQLite has no cleaner lock: parametrize with SERVER_DB_KINDS"
     url, engine = filled
     held, release = threading.Event(), threading.Event()
 
@@ -239,6 +239,7 @@ def lock_held(filled: tuple[str, Engine], db_kind: str) -> Iterator[str]:
     thread.join(10)
 
 
+@pytest.mark.parametrize("db_kind", SERVER_DB_KINDS, indirect=True)
 def test_second_cleaner_exits_at_once(
     lock_held: str, filled: tuple[str, Engine], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -249,6 +250,7 @@ def test_second_cleaner_exits_at_once(
     assert len(remaining_ids(filled[1], CLI_TABLE)) == 30
 
 
+@pytest.mark.parametrize("db_kind", SERVER_DB_KINDS, indirect=True)
 def test_second_cleaner_process_exits_at_once(lock_held: str) -> None:
     proc = cli_process("cleanup", "--db", lock_held, "--model", MODEL)
     assert proc.returncode == 7, proc.stderr
