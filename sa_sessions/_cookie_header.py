@@ -2,7 +2,7 @@
 
 Private helper of :mod:`sa_sessions.cookies` (import the names from there).  Framework
 free: the raw ``HTTP_COOKIE`` string goes in, complete header values come out, so the
-library never depends on ``SimpleCookie`` quirks or on Bottle's cookie API (R12, R22).
+library never depends on ``http.cookies``' parser quirks or on Bottle's cookie API (R12, R22).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def read_cookie_values(
 ) -> list[str]:
     """Every value sent under exactly ``name``, in header order.
 
-    A tolerant linear split (``;``, strip, first ``=``) instead of ``SimpleCookie``,
+    A tolerant linear split (``;``, strip, first ``=``) instead of ``http.cookies``' parser,
     which stops at the first malformed pair, keeps only the last duplicate and is
     quadratic on backslashes (R12-R14).  Duplicates are all returned so the caller can
     try each and accept the first that verifies (R13).

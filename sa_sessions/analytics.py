@@ -5,8 +5,7 @@ your own connection or ORM session::
 
     with engine.connect() as conn:
         active = conn.execute(active_count(WebSession)).scalar_one()
-        for hour, created in conn.execute(created_per_hour(WebSession, since=yesterday)):
-            print(hour.isoformat(), created)
+        per_hour = dict(conn.execute(created_per_hour(WebSession, since=yesterday)).all())
 
 Time buckets are computed in UTC on every dialect (``to_char(... AT TIME ZONE
 'UTC')`` on PostgreSQL, a prefix of the stored UTC text on MySQL/MariaDB and

@@ -12,7 +12,7 @@ Example (what ``sa-sessions cleanup`` and :meth:`SessionStore.purge_expired` run
 
     report = purge_expired_rows(engine, WebSession.__table__, batch_size=1000,
                                 max_seconds=300, progress=PurgeProgress(sys.stderr))
-    print(report.deleted, report.elapsed)
+    log.info("purged %d rows in %.1f s", report.deleted, report.elapsed)
 """
 
 from __future__ import annotations
