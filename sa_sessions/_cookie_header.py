@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime
-from email.utils import format_datetime
 from typing import Literal
 
 from ._clock import UTC
@@ -84,6 +83,29 @@ def read_cookie_values(
     return found
 
 
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(moment: datetime) -> str:
+    """An aware ``moment`` as an RFC 7231 IMF-fixdate in GMT (``Thu, 01 Jan 1970 00:00:00 GMT``).
+
+    Written out directly: ``email.utils.format_datetime`` cost a sixth of a small
+    session's whole save.  Day and month names are English whatever the locale.
+    """
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (  # noqa: UP031 (measured: the fastest)
+        _WEEKDAYS[moment.weekday()],
+        moment.day,
+        _MONTHS[moment.month],
+        moment.year,
+        moment.hour,
+        moment.minute,
+        moment.second,
+    )
+
+
 def _check_attribute(what: str, value: str) -> None:
     if not value or _ATTRIBUTE.fullmatch(value) is None:
         raise SessionConfigError(
@@ -121,6 +143,7 @@ class CookiePolicy:
         "_delete_tail",
         "_domain_attr",
         "_path_attr",
+        "_read_names",
         "domain",
         "host_prefix",
         "httponly",
@@ -186,6 +209,10 @@ class CookiePolicy:
         tail = "; HttpOnly" if self.httponly else ""
         self._attrs_tail = f"{tail}; SameSite={_SAMESITE_TEXT[samesite]}"
         self._delete_tail = f"; Expires={_EPOCH_EXPIRES}; Max-Age=0"
+        # Indexed by "is the request https": read on every request, computed once.
+        self._read_names = tuple(
+            self.cookie_name(self.is_secure(https=https, ssl_only=False)) for https in (False, True)
+        )
 
     def __repr__(self) -> str:
         return (
@@ -224,7 +251,11 @@ class CookiePolicy:
         it), except with ``secure=True``, where every cookie we write carries that name
         (e.g. behind a TLS proxy that does not report the scheme).
         """
-        return (self.cookie_name(self.is_secure(https=https, ssl_only=False)),)
+        return (self.name_to_read(https=https),)
+
+    def name_to_read(self, *, https: bool) -> str:
+        """The one name :meth:`names_to_read` returns (precomputed)."""
+        return self._read_names[https]
 
     def set_cookie_header(
         self, value: str, *, secure: bool, expires_at: datetime, now: datetime
@@ -240,7 +271,7 @@ class CookiePolicy:
         if expires_at.tzinfo is None or now.tzinfo is None:
             raise ValueError("expires_at and now must be aware datetimes")
         max_age = max(0, int((expires_at - now).total_seconds()))
-        expires = format_datetime(expires_at.astimezone(UTC), usegmt=True)
+        expires = http_date(expires_at)
         return "".join(
             (
                 self.cookie_name(secure),

@@ -18,19 +18,19 @@ pickle (R17, R23).
 
 from __future__ import annotations
 
-import base64
+import binascii
 import logging
 import re
 import secrets
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
-from dataclasses import field
 from datetime import datetime
 from datetime import timedelta
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Literal
+from typing import NamedTuple
 
 from ._clock import from_micros
 from ._clock import to_micros
@@ -75,11 +75,15 @@ _NONCE_BYTES = 12
 _SHAPE = re.compile(r"v1\.([di][ze]?)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{42}[AEIMQUYcgkosw048])")
 _ENC_KEY_LABEL = b"aes-256-gcm"
 _MICROSECOND = timedelta(microseconds=1)
+_STR_ONLY = frozenset({str})
 
 
-@dataclass(frozen=True, slots=True)
-class CookieState:
-    """What a session cookie says, once its signature and timestamps have checked out."""
+class CookieState(NamedTuple):
+    """What a session cookie says, once its signature and timestamps have checked out.
+
+    A named tuple rather than a frozen dataclass: one is built on every request that
+    reads or writes a cookie, and a tuple is built in half the time.
+    """
 
     kind: Kind
     session_id: str
@@ -90,15 +94,24 @@ class CookieState:
     #: Index of the key that verified the cookie: 0 = current, >0 = re-sign it (R20).
     key_index: int = 0
     #: Small signed metadata of the session layer (idle touch time, user generation).
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = MappingProxyType({})
+
+
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_PADDING = ("", "===", "==", "=")
 
 
 def _b64encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    """base64url without padding (binascii + translate: a third of ``base64``'s cost)."""
+    return binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()
 
 
 def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Inverse of :func:`_b64encode`; callers have checked the alphabet already."""
+    return binascii.a2b_base64(
+        (text + _PADDING[len(text) % 4]).encode("ascii").translate(_FROM_URLSAFE)
+    )
 
 
 def _load_aesgcm() -> type[AESGCM]:
@@ -133,6 +146,7 @@ class CookieCodec:
     __slots__ = (
         "_aead",
         "_enc_keys",
+        "_leeway_us",
         "_ring",
         "compress_min_bytes",
         "cookie_name",
@@ -181,6 +195,7 @@ class CookieCodec:
         self.max_value_bytes = max_value_bytes
         self.compress_min_bytes = compress_min_bytes
         self.future_leeway = future_leeway
+        self._leeway_us = future_leeway // _MICROSECOND
 
     def __repr__(self) -> str:
         return f"CookieCodec(cookie_name={self.cookie_name!r}, encrypt={self.encrypt!r})"
@@ -202,11 +217,7 @@ class CookieCodec:
         :raises ValueError: ``state`` is inconsistent (bad id, naive datetime, data
             on an id cookie).
         """
-        fields = self._fields(state)
-        try:
-            payload = tagged.dumps(fields)
-        except ValueError as exc:  # defensive: "cannot encode" by another name
-            raise TypeError(f"session data cannot be encoded for a cookie: {exc}") from exc
+        payload = self._payload(state)
         kind = _KIND_LETTER[state.kind]
         if self.encrypt:
             kind += _AEAD
@@ -226,24 +237,31 @@ class CookieCodec:
         return value
 
     @staticmethod
-    def _fields(state: CookieState) -> list[Any]:
+    def _payload(state: CookieState) -> bytes:
+        """Tagged JSON of ``[id, issued_us, expires_us, flags, extra(, data)]``.
+
+        The fixed fields are validated and written directly (an id has no character
+        that JSON escapes); only ``extra`` and ``data`` go through the tagged encoder.
+        """
         if state.kind not in _KIND_LETTER:
             raise ValueError(f"unknown cookie kind {state.kind!r}")
         if not is_well_formed_id(state.session_id):
             raise ValueError("session_id is not a well-formed session id")
-        if (state.kind == "data") != (state.data is not None):
+        data = state.data
+        if (state.kind == "data") != (data is not None):
             raise ValueError("data is required for kind 'data' and must be None for kind 'id'")
         flags = _FLAG_SSL_ONLY if state.ssl_only else 0
-        fields: list[Any] = [
-            state.session_id,
-            to_micros(state.issued_at),
-            to_micros(state.expires_at),
-            flags,
-            dict(state.extra),
-        ]
-        if state.data is not None:
-            fields.append(state.data)
-        return fields
+        try:
+            tail = tagged.dumps(dict(state.extra))
+            if data is not None:
+                tail += b"," + tagged.dumps(data)
+        except ValueError as exc:  # defensive: "cannot encode" by another name
+            raise TypeError(f"session data cannot be encoded for a cookie: {exc}") from exc
+        head = (
+            f'["{state.session_id}",{to_micros(state.issued_at)},'
+            f"{to_micros(state.expires_at)},{flags},"
+        )
+        return b"".join((head.encode("ascii"), tail, b"]"))
 
     # ------------------------------------------------------------------ decode
 
@@ -329,20 +347,23 @@ class CookieCodec:
         if type(flags) is not int or flags & ~_FLAG_SSL_ONLY:
             raise _Reject("signed body has unknown flags")
         data = fields[5] if kind == "data" else None
-        for mapping in (extra, data) if kind == "data" else (extra,):
-            if type(mapping) is not dict or not all(type(k) is str for k in mapping):
-                raise _Reject("signed body has a non-mapping payload")
+        if not _is_str_dict(extra) or (kind == "data" and not _is_str_dict(data)):
+            raise _Reject("signed body has a non-mapping payload")
         if expires_us <= now_us:
             raise _Expired
-        if issued_us > now_us + self.future_leeway // _MICROSECOND:
+        if issued_us > now_us + self._leeway_us:
             raise _Reject("issued-at lies in the future beyond the allowed leeway")
         return CookieState(
-            kind=kind,
-            session_id=session_id,
-            issued_at=from_micros(issued_us),
-            expires_at=from_micros(expires_us),
-            ssl_only=bool(flags & _FLAG_SSL_ONLY),
-            data=data,
-            key_index=key_index,
-            extra=extra,
+            kind,
+            session_id,
+            from_micros(issued_us),
+            from_micros(expires_us),
+            bool(flags & _FLAG_SSL_ONLY),
+            data,
+            key_index,
+            extra,
         )
+
+
+def _is_str_dict(value: Any) -> bool:
+    return type(value) is dict and _STR_ONLY.issuperset(map(type, value))

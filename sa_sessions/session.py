@@ -65,25 +65,30 @@ _MISSING = object()
 class Session(MutableMapping[str, Any]):
     """One request's session: a ``MutableMapping`` plus the lifecycle API."""
 
+    # Per-request state starts at these class-level defaults, so that a request
+    # which never touches its session pays for two attributes, not eighteen.
+    _loaded = False
+    _sid: str | None = None
+    _dirty = CLEAN
+    _record: StoredSession | None = None
+    _in_cookie = False
+    _cookie_current = False  # the incoming id cookie needs no re-issue
+    _had_cookie = False
+    _cookie_delete = False
+    _touch_due = False
+    _resign = False
+    _expires_at: datetime | None = None
+    _touched_at: datetime | None = None
+    _ssl_only = False
+    _headers: list[tuple[str, str]] | None = None
+    _data: dict[str, Any]
+    _changes: dict[str, Any]
+
     def __init__(self, settings: SessionSettings, environ: dict[str, Any]) -> None:
         self._settings = settings
         self._environ = environ
-        self._loaded = False
-        self._sid: str | None = None
-        self._data: dict[str, Any] = {}
-        self._changes: dict[str, Any] = {}
-        self._dirty = CLEAN
-        self._record: StoredSession | None = None
-        self._in_cookie = False
-        self._cookie_current = False  # the incoming id cookie needs no re-issue
-        self._had_cookie = False
-        self._cookie_delete = False
-        self._touch_due = False
-        self._resign = False
-        self._expires_at: datetime | None = None
-        self._touched_at: datetime | None = None
-        self._ssl_only = False
-        self._headers: list[tuple[str, str]] | None = None
+        self._data = {}  # mutable: never shared through a class attribute
+        self._changes = {}
 
     # ---------------------------------------------------------------- loading
 
@@ -104,22 +109,25 @@ class Session(MutableMapping[str, Any]):
         if not header:
             return
         settings = self._settings
-        now = settings.clock()
         try:
-            for name in settings.policy.names_to_read(https=self.https):
-                limit = settings.max_cookie_header_bytes
-                values = read_cookie_values(header, name, max_header_bytes=limit)
-                if len(values) > 1:  # R13: e.g. one planted by a sibling subdomain
-                    security_log.info(
-                        "%d %s cookies in one request; using the first that verifies",
-                        len(values),
-                        name,
-                    )
-                for value in values:
-                    self._had_cookie = True
-                    state = settings.cookies.decode(value, now=now)
-                    if state is not None and self._adopt(state, now):
-                        return
+            name = settings.policy.name_to_read(https=self.https)
+            values = read_cookie_values(
+                header, name, max_header_bytes=settings.max_cookie_header_bytes
+            )
+            if not values:
+                return
+            if len(values) > 1:  # R13: e.g. one planted by a sibling subdomain
+                security_log.info(
+                    "%d %s cookies in one request; using the first that verifies",
+                    len(values),
+                    name,
+                )
+            now = settings.clock()
+            for value in values:
+                self._had_cookie = True
+                state = settings.cookies.decode(value, now=now)
+                if state is not None and self._adopt(state, now):
+                    return
         except BaseException:
             self._loaded = False  # e.g. database down: retry on next access, never start afresh
             raise

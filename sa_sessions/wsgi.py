@@ -104,17 +104,19 @@ class SessionMiddleware:
         session = Session(self.settings, environ)
         environ[ENVIRON_KEY] = session
         token = _current.set(session)
-        failed: list[SessionBackendUnavailable] = []
+        failure: SessionBackendUnavailable | None = None
 
         def session_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], object]:
+            nonlocal failure
             try:
                 extra = session.finalize()
             except SessionBackendUnavailable as exc:
-                failed.append(exc)
+                failure = exc
                 return self._backend_error(start_response, exc)
-            headers = _merge_headers(headers, extra, session.accessed)
+            if extra or session.accessed:
+                headers = _merge_headers(headers, extra, session.accessed)
             return start_response(status, headers, exc_info)
 
         try:
@@ -124,12 +126,12 @@ class SessionMiddleware:
             return [self.backend_error_body]
         finally:
             _current.reset(token)
-        if failed:
+        if failure is not None:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
             return [self.backend_error_body]
-        if isinstance(result, (list, tuple)):
+        if type(result) is list or isinstance(result, (list, tuple)):
             return result
         file_wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(file_wrapper, type) and isinstance(result, file_wrapper):

@@ -83,7 +83,7 @@ def _type_name(cls: type) -> str:
 
 def dumps(value: Any) -> bytes:
     """Encode ``value`` as compact UTF-8 tagged JSON; TypeError for anything unsupported."""
-    tree = _encode(value, 0)
+    tree = value if _is_flat_plain_dict(value) else _encode(value, 0)
     try:
         text = _ENCODER.encode(tree)
     except ValueError:
@@ -118,6 +118,20 @@ def _encode(value: Any, depth: int) -> Any:
     if encoder is None:
         raise TypeError(f"cannot encode a value of type {_type_name(cls)}")
     return encoder(value, depth)
+
+
+def _is_flat_plain_dict(value: Any) -> bool:
+    """A dict of str keys and str/int/bool/None values that cannot look like a tag.
+
+    Such a dict is its own tagged form: the common session (ids, names, flags)
+    skips the Python walk and goes straight to the C encoder.
+    """
+    return (
+        type(value) is dict
+        and _STR_ONLY.issuperset(map(type, value))
+        and _PLAIN.issuperset(map(type, value.values()))
+        and (len(value) != 1 or next(iter(value))[:1] != _MARK)
+    )
 
 
 def _enter(depth: int) -> int:
