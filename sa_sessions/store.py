@@ -185,6 +185,11 @@ class SessionStore(Generic[M]):
                 max_value_bytes=max_cache_bytes or self.default_max_cache_bytes,
                 breaker=circuit_breaker,
             )
+        # A COMMIT leaves the pool a ROLLBACK to send on return, so reads end in that
+        # ROLLBACK instead: one round trip less.  Not on PostgreSQL, whose drivers skip
+        # the pool's ROLLBACK outside a transaction (nothing to save) and where psycopg
+        # drops its prepared statements on every ROLLBACK.
+        self._reads_commit = self.engine.dialect.name == "postgresql"
         self._build_statements()
 
     def __repr__(self) -> str:
@@ -220,10 +225,14 @@ class SessionStore(Generic[M]):
         self._delete = delete(self.table).where(c.id == bindparam("h"))
 
     @contextmanager
-    def _connection(self) -> Iterator[Connection]:
-        """One short transaction; connection-level failures become a typed error."""
+    def _connection(self, *, commit: bool = True) -> Iterator[Connection]:
+        """One short transaction; connection-level failures become a typed error.
+
+        With ``commit=False`` closing the connection ends the transaction with the
+        ROLLBACK that returning it to the pool costs anyway (see ``_reads_commit``).
+        """
         try:
-            with self.engine.begin() as conn:
+            with self.engine.begin() if commit else self.engine.connect() as conn:
                 yield conn
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
             raise SessionBackendUnavailable(
@@ -285,7 +294,7 @@ class SessionStore(Generic[M]):
         return self._load_from_database(session_id, hash_session_id(session_id))
 
     def _load_from_database(self, session_id: str, hashed: str) -> StoredSession | None:
-        with self._connection() as conn:
+        with self._connection(commit=self._reads_commit) as conn:
             row = conn.execute(self._select, {"h": hashed}).first()
         if row is None:
             return None

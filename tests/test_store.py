@@ -11,6 +11,7 @@ import os
 import pickle
 import uuid
 from collections.abc import Callable
+from collections.abc import Iterator
 from datetime import date
 from datetime import datetime
 from datetime import time
@@ -22,10 +23,16 @@ from typing import Any
 import pytest
 from dogpile.cache import CacheRegion
 from sqlalchemy import Engine
+from sqlalchemy import create_engine
+from sqlalchemy import event
 from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy import update
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import PoolResetState
 
+from sa_sessions import SessionBackendUnavailable
+from sa_sessions import SessionModel
 from sa_sessions import SessionStore
 from sa_sessions import memcached_region
 from sa_sessions import memory_region
@@ -37,6 +44,7 @@ from sa_sessions.ids import new_session_id
 from .conftest import SECRET
 from .conftest import MemcachedProcess
 from .conftest import StatementLog
+from .conftest import free_port
 
 UTC = timezone.utc
 
@@ -180,6 +188,108 @@ def test_cache_miss_reads_database_once_and_refills(
     sql_log.clear()
     assert store.load(sid) is not None
     assert sql_log.count() == (0 if store.cache is not None else 1)
+
+
+@pytest.fixture
+def tx_log(engine: Engine) -> Iterator[list[str]]:
+    """Transaction control in the order SQLAlchemy hands it to the driver.
+
+    ``pool ROLLBACK`` is the pool's reset on return; it is left out when closing the
+    connection already rolled the transaction back.  mysqlclient sends every COMMIT and
+    ROLLBACK to the server; psycopg and sqlite3 skip a ROLLBACK outside a transaction.
+    """
+    log: list[str] = []
+
+    def on_commit(conn: Any) -> None:
+        log.append("COMMIT")
+
+    def on_rollback(conn: Any) -> None:
+        log.append("ROLLBACK")
+
+    def on_reset(dbapi_conn: Any, record: Any, state: PoolResetState) -> None:
+        if not state.transaction_was_reset:
+            log.append("pool ROLLBACK")
+
+    event.listen(engine, "commit", on_commit)
+    event.listen(engine, "rollback", on_rollback)
+    event.listen(engine.pool, "reset", on_reset)
+    yield log
+    event.remove(engine, "commit", on_commit)
+    event.remove(engine, "rollback", on_rollback)
+    event.remove(engine.pool, "reset", on_reset)
+
+
+def test_database_read_ends_in_the_rollback_it_costs_anyway(
+    store: SessionStore[Any], sql_log: StatementLog, tx_log: list[str], db_kind: str
+) -> None:
+    """A cache miss is SELECT + ROLLBACK (2 MariaDB round trips), not SELECT + COMMIT + ROLLBACK.
+
+    PostgreSQL keeps its COMMIT: psycopg skips the pool's ROLLBACK after it (no round
+    trip to save) and would drop its prepared statements on a ROLLBACK.
+    """
+    sid = new_session_id()
+    store.create(sid, {"a": 1}, meta())
+    expected = ["COMMIT", "pool ROLLBACK"] if db_kind == "postgres" else ["ROLLBACK"]
+    for read in (store.load, store.load_fresh):
+        if store.cache is not None:
+            store.cache.delete(hash_session_id(sid))
+        sql_log.clear()
+        tx_log.clear()
+        assert read(sid) is not None
+        assert sql_log.count() == sql_log.count("SELECT") == 1
+        assert tx_log == expected, read.__name__
+    tx_log.clear()
+    assert store.load_fresh(new_session_id()) is None  # a missing row reads the same way
+    assert tx_log == expected
+
+
+def test_each_write_commits_once(store: SessionStore[Any], tx_log: list[str]) -> None:
+    """One COMMIT per write; the pool's ROLLBACK after it is SQLAlchemy's reset on return.
+
+    That ROLLBACK is a MariaDB round trip that only ``pool_reset_on_return=None`` on
+    the engine avoids; the store leaves the user's engine as configured.
+    """
+    sid = new_session_id()
+    created = store.create(sid, {"a": 1}, meta())
+    assert tx_log == ["COMMIT", "pool ROLLBACK"]
+    tx_log.clear()
+    assert store.update(created, {"a": 2}, meta()) is not None
+    assert tx_log == ["COMMIT", "pool ROLLBACK"]
+    tx_log.clear()
+    store.delete(sid)
+    assert tx_log == ["COMMIT", "pool ROLLBACK"]
+
+
+class _UnreachableBase(DeclarativeBase):
+    pass
+
+
+class _UnreachableSession(SessionModel, _UnreachableBase):
+    __tablename__ = "sa_test_unreachable_sessions"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("sqlite:////nonexistent-sa-sessions-dir/sessions.db", id="sqlite"),
+        pytest.param(f"mysql+mysqldb://root@127.0.0.1:{free_port()}/test", id="mysql"),
+        pytest.param(f"postgresql+psycopg://127.0.0.1:{free_port()}/test", id="postgres"),
+    ],
+)
+def test_unreachable_database_is_a_typed_error_for_reads_and_writes(url: str) -> None:
+    """Reads (no COMMIT) and writes (COMMIT) map connection failures the same way."""
+    engine = create_engine(url)
+    store = SessionStore(_UnreachableSession, engine, secret_keys=SECRET)
+    sid = new_session_id()
+    try:
+        with pytest.raises(SessionBackendUnavailable):
+            store.load(sid)
+        with pytest.raises(SessionBackendUnavailable):
+            store.load_fresh(sid)
+        with pytest.raises(SessionBackendUnavailable):
+            store.create(sid, {"a": 1}, meta())
+    finally:
+        engine.dispose()
 
 
 def test_exactly_one_write_statement_per_save(
