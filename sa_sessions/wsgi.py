@@ -110,13 +110,13 @@ class SessionMiddleware:
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], object]:
             nonlocal failure
-            try:
-                extra = session.finalize()
-            except SessionBackendUnavailable as exc:
-                failure = exc
-                return self._backend_error(start_response, exc)
-            if extra or session.accessed:
-                headers = _merge_headers(headers, extra, session.accessed)
+            if session.accessed:  # an untouched session has nothing to save or add
+                try:
+                    extra = session.finalize()
+                except SessionBackendUnavailable as exc:
+                    failure = exc
+                    return self._backend_error(start_response, exc)
+                headers = _merge_headers(headers, extra, True)
             return start_response(status, headers, exc_info)
 
         try:
