@@ -26,7 +26,10 @@ from sqlalchemy import exc as sa_exc
 
 from ._clock import to_micros
 from .codec.blob import BlobMeta
+from .codec.blob import Packed
+from .codec.blob import unpacked
 from .cookies import CookieState
+from .exceptions import CodecError
 from .exceptions import SessionConflict
 from .exceptions import SessionTooLarge
 from .ids import hash_session_id
@@ -78,7 +81,7 @@ def save_session(session: Session) -> Headers:
         # changes of any request that saved since this one loaded (R37).
         store = s._settings.store
         assert store is not None and s._sid is not None
-        fresh = store.load_fresh(s._sid)
+        fresh = store.load_fresh(s._sid, lazy=True)
         if fresh is None:
             return _dropped(s)
         if fresh.version != s._record.version:
@@ -151,6 +154,10 @@ def _data_cookie(s: Session, now: Any) -> str | None:
         return None  # revocable sessions (derived columns) always live server-side
     if _far_over_budget(s):
         return None
+    try:
+        s._data = unpacked(s._data)  # a cookie carries values, not stored bytes
+    except CodecError:
+        return None  # an undecodable value: leave the session where it is
     try:
         value = settings.cookies.encode(_state(s, "data", now))
     except (TypeError, SessionTooLarge):
@@ -227,7 +234,7 @@ def _write_row(s: Session, meta: BlobMeta) -> StoredSession | None:
         try:
             return store.create(s._sid, s._data, meta)
         except sa_exc.IntegrityError:
-            record = store.load_fresh(s._sid)  # a parallel request stored it first
+            record = store.load_fresh(s._sid, lazy=True)  # a parallel request stored it first
             if record is None:
                 return None
             s._data = merge_changes(record.data, s._changes)
@@ -235,11 +242,13 @@ def _write_row(s: Session, meta: BlobMeta) -> StoredSession | None:
     if saved is not None:
         return saved
     if not s._dirty:  # only an idle touch: the concurrent save touched it too
-        return store.load_fresh(s._sid)
+        return store.load_fresh(s._sid, lazy=True)
     changes = s._changes
     for attempt in range(s._settings.merge_retries):
         log.info("session %s changed concurrently; merging %d keys", s._log_id, len(changes))
-        outcome = store.update_locked(s._sid, lambda fresh: merge_changes(fresh, changes), meta)
+        outcome = store.update_locked(
+            s._sid, lambda fresh: merge_changes(fresh, changes), meta, lazy=True
+        )
         if outcome is None:
             return None
         if outcome != CHANGED:
@@ -260,6 +269,11 @@ def merge_changes(fresh: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[
             merged.pop(key, None)
         elif isinstance(change, Increment):
             base = merged.get(key, 0)
+            if type(base) is Packed:
+                try:
+                    base = base.value()
+                except CodecError:
+                    base = 0
             ok = isinstance(base, (int, float)) and not isinstance(base, bool)
             merged[key] = (base if ok else 0) + change.delta
         else:

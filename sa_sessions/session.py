@@ -23,8 +23,10 @@ from typing import Any
 
 from ._clock import UTC
 from ._clock import from_micros
+from .codec.blob import Packed
 from .cookies import CookieState
 from .cookies import read_cookie_values
+from .exceptions import CodecError
 from .exceptions import SessionError
 from .ids import hash_session_id
 from .ids import log_id
@@ -147,7 +149,7 @@ class Session(MutableMapping[str, Any]):
         else:
             store = self._settings.store
             record = (
-                store.load(state.session_id, cache_only=self._settings.no_datastore)
+                store.load(state.session_id, cache_only=self._settings.no_datastore, lazy=True)
                 if store is not None
                 else None
             )
@@ -199,11 +201,19 @@ class Session(MutableMapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         self._load()
-        return self._data[key]
+        value = self._data[key]
+        if type(value) is Packed:
+            value = self._unpack(key, value)
+            if value is _MISSING:
+                raise KeyError(key)
+        return value
 
     def __iter__(self) -> Iterator[str]:
         self._load()
-        return iter(self._data)
+        for key, value in list(self._data.items()):  # iterating yields values soon after
+            if type(value) is Packed:
+                self._unpack(key, value)
+        return iter(list(self._data))
 
     def __len__(self) -> int:
         self._load()
@@ -215,7 +225,31 @@ class Session(MutableMapping[str, Any]):
 
     def get(self, key: str, default: Any = None) -> Any:
         self._load()
-        return self._data.get(key, default)
+        value = self._data.get(key, _MISSING)
+        if type(value) is Packed:
+            value = self._unpack(key, value)
+        return default if value is _MISSING else value
+
+    def _unpack(self, key: str, packed: Packed) -> Any:
+        """Decode a value on first use; an undecodable one is dropped (``_MISSING``).
+
+        Only authentic bytes get here (the blob's MAC checked out), so a failure
+        means the allow-list or the code changed since they were written, or a
+        leaked key: the key is treated as absent and the next save leaves it out.
+        """
+        try:
+            value = packed.value()
+        except CodecError as exc:
+            security_log.error(
+                "session %s: value of %r cannot be decoded (%s); dropped",
+                self._log_id,
+                key[:40],
+                exc,
+            )
+            del self._data[key]
+            return _MISSING
+        self._data[key] = value
+        return value
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._write(key, value, FULL)
@@ -260,6 +294,11 @@ class Session(MutableMapping[str, Any]):
         value = self._data.pop(key)
         self._changes[key] = DELETED
         self._dirty = max(self._dirty, QUICK)
+        if type(value) is Packed:
+            try:
+                return value.value()
+            except CodecError:
+                return default
         return value
 
     def increment(self, key: str, delta: int | float = 1) -> int | float:
@@ -269,7 +308,7 @@ class Session(MutableMapping[str, Any]):
         to the fresh data, so 50 parallel ``increment("hits")`` make 50.
         """
         self._load()
-        current = self._data.get(key, 0)
+        current = self.get(key, 0)
         if isinstance(current, bool) or not isinstance(current, (int, float)):
             raise TypeError(f"cannot increment a {type(current).__name__}")
         previous = self._changes.get(key, _MISSING)
@@ -284,8 +323,10 @@ class Session(MutableMapping[str, Any]):
         """Declare that the value under ``key`` was changed in place."""
         self._load()
         if key in self._data:
-            self._changes[key] = self._data[key]
-            self._dirty = FULL
+            value = self.get(key, _MISSING)
+            if value is not _MISSING:
+                self._changes[key] = value
+                self._dirty = FULL
 
     @property
     def modified(self) -> bool:

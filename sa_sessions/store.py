@@ -49,6 +49,7 @@ from ._clock import utcnow
 from .cache import CircuitBreaker
 from .codec.blob import BlobCodec
 from .codec.blob import BlobMeta
+from .codec.blob import Packed
 from .codec.blob import Serializer
 from .exceptions import CodecError
 from .exceptions import SessionBackendUnavailable
@@ -116,6 +117,20 @@ class _LockedWrite:
         if self._cache is not None:
             self.cached = True
             self._cache.set(self._hashed, version, blob)
+
+
+def _decoded(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What column hooks see: every value decoded; one that cannot be is left out (logged)."""
+    view: dict[str, Any] = {}
+    for key, value in data.items():
+        if type(value) is Packed:
+            try:
+                value = value.value()
+            except CodecError:
+                security_log.error("session value %r cannot be decoded; hooks skip it", key[:40])
+                continue
+        view[key] = value
+    return view
 
 
 def _engine_of(bind: Engine | sessionmaker[Any]) -> Engine:
@@ -266,12 +281,16 @@ class SessionStore(Generic[M]):
 
     # ------------------------------------------------------------------ reading
 
-    def load(self, session_id: str, *, cache_only: bool = False) -> StoredSession | None:
+    def load(
+        self, session_id: str, *, cache_only: bool = False, lazy: bool = False
+    ) -> StoredSession | None:
         """The live session with this id: cache first, then the database.
 
         Malformed ids, missing, expired or tampered sessions are all None; an
         id that is not shaped like one of ours never reaches a backend.  With
-        ``cache_only`` (``no_datastore`` sessions) a cache miss is final.
+        ``cache_only`` (``no_datastore`` sessions) a cache miss is final.  With
+        ``lazy`` the values stay :class:`~sa_sessions.codec.blob.Packed` until used
+        (what a request does: it unpickles only the keys it reads).
         """
         if not is_well_formed_id(session_id):
             return None
@@ -279,27 +298,27 @@ class SessionStore(Generic[M]):
         if self.cache is not None:
             cached = self.cache.get(hashed)
             if cached is not None:
-                record = self._open(session_id, hashed, *cached, source="cache")
+                record = self._open(session_id, hashed, *cached, source="cache", lazy=lazy)
                 if record is not None:
                     return self._live(record)
                 self.cache.delete(hashed)
         if cache_only:
             return None
-        return self._load_from_database(session_id, hashed)
+        return self._load_from_database(session_id, hashed, lazy)
 
-    def load_fresh(self, session_id: str) -> StoredSession | None:
+    def load_fresh(self, session_id: str, *, lazy: bool = False) -> StoredSession | None:
         """Like :meth:`load` but straight from the database (after a version conflict)."""
         if not is_well_formed_id(session_id):
             return None
-        return self._load_from_database(session_id, hash_session_id(session_id))
+        return self._load_from_database(session_id, hash_session_id(session_id), lazy)
 
-    def _load_from_database(self, session_id: str, hashed: str) -> StoredSession | None:
+    def _load_from_database(self, session_id: str, hashed: str, lazy: bool) -> StoredSession | None:
         with self._connection(commit=self._reads_commit) as conn:
             row = conn.execute(self._select, {"h": hashed}).first()
         if row is None:
             return None
         blob, version = bytes(row[0]), int(row[1])
-        record = self._open(session_id, hashed, version, blob, source="database")
+        record = self._open(session_id, hashed, version, blob, source="database", lazy=lazy)
         if record is None:
             return None
         record = self._live(record)
@@ -310,10 +329,18 @@ class SessionStore(Generic[M]):
         return record
 
     def _open(
-        self, session_id: str, hashed: str, version: int, blob: bytes, *, source: str
+        self,
+        session_id: str,
+        hashed: str,
+        version: int,
+        blob: bytes,
+        *,
+        source: str,
+        lazy: bool = False,
     ) -> StoredSession | None:
         try:
-            meta, data = self.codec.open(hashed, version, blob)
+            opened = self.codec.open_lazy if lazy else self.codec.open
+            meta, data = opened(hashed, version, blob)
         except CodecError as exc:
             security_log.warning(
                 "rejected a session blob from the %s (session %s): %s",
@@ -368,6 +395,8 @@ class SessionStore(Generic[M]):
         session_id: str,
         merge: Callable[[dict[str, Any]], dict[str, Any]],
         meta: BlobMeta,
+        *,
+        lazy: bool = False,
     ) -> StoredSession | Literal["changed"] | None:
         """Re-read the row under a row lock, apply ``merge`` to its data, UPDATE it.
 
@@ -385,7 +414,7 @@ class SessionStore(Generic[M]):
                 return None
             version = int(row[1])
             current = self._live(
-                self._open(session_id, hashed, version, bytes(row[0]), source="database")
+                self._open(session_id, hashed, version, bytes(row[0]), source="database", lazy=lazy)
             )
             if current is None:
                 return None
@@ -448,13 +477,18 @@ class SessionStore(Generic[M]):
             "b_now": self.clock(),
             "b_expires": meta.expires_at,
         }
-        for name, hook in self.columns.items():
-            params[f"x_{name}"] = hook(data)
+        if self.columns:
+            view = _decoded(data)
+            for name, hook in self.columns.items():
+                params[f"x_{name}"] = hook(view)
         return params
 
     def has_derived_values(self, data: Mapping[str, Any]) -> bool:
         """True when a derived-column hook yields a value: such sessions must be revocable."""
-        return any(hook(data) is not None for hook in self.columns.values())
+        if not self.columns:
+            return False
+        view = _decoded(data)
+        return any(hook(view) is not None for hook in self.columns.values())
 
     def _cached(self, record: StoredSession, blob: bytes) -> StoredSession:
         if self.cache is not None:

@@ -42,6 +42,8 @@ from sa_sessions.codec import tagged
 from sa_sessions.codec.blob import DEFAULT_PICKLE_ALLOWLIST
 from sa_sessions.codec.blob import BlobCodec
 from sa_sessions.codec.blob import BlobMeta
+from sa_sessions.codec.blob import Packed
+from sa_sessions.codec.blob import unpacked
 from sa_sessions.exceptions import CodecError
 from sa_sessions.exceptions import SessionConfigError
 from sa_sessions.exceptions import SessionTooLarge
@@ -71,6 +73,11 @@ def mac_for(body: bytes, *, key: bytes = SECRET, hashed_id: str = HID, version: 
     derived = derive_key(key, "sa_sessions.blob-mac")
     message = LABEL + hashed_id.encode() + version.to_bytes(8, "big", signed=True) + body
     return hmac.new(derived, message, hashlib.sha256).digest()
+
+
+def keyed(data: dict[str, Any]) -> bytes:
+    """The payload seal() writes with the pickle serializer: every value pickled on its own."""
+    return pickle.dumps({k: pickle.dumps(v, protocol=5) for k, v in data.items()}, protocol=5)
 
 
 def forge(
@@ -276,13 +283,11 @@ def test_open_accepts_bytes_like(codec: BlobCodec) -> None:
 # --------------------------------------------------------------------------- layout
 
 
-@pytest.mark.parametrize(("serializer", "flag"), [("pickle", 0x00), ("json", 0x01)])
+@pytest.mark.parametrize(("serializer", "flag"), [("pickle", 0x08), ("json", 0x01)])
 def test_raw_layout(serializer: Any, flag: int) -> None:
     data = {"user": 42, "name": "ann"}
     blob = BlobCodec(SECRET, serializer=serializer).seal(HID, 5, META, data)
-    expected_payload = (
-        pickle.dumps(data, protocol=5) if serializer == "pickle" else tagged.dumps(data)
-    )
+    expected_payload = keyed(data) if serializer == "pickle" else tagged.dumps(data)
     assert blob[0] == 0x10 | flag
     assert int.from_bytes(blob[1:9], "big", signed=True) == micros(EXPIRES)
     assert int.from_bytes(blob[9:17], "big", signed=True) == micros(TOUCHED)
@@ -295,7 +300,7 @@ def test_raw_layout(serializer: Any, flag: int) -> None:
 def test_ssl_only_flag_and_pre_epoch_times(codec: BlobCodec) -> None:
     early = datetime(1960, 1, 1, tzinfo=UTC)
     blob = codec.seal(HID, 1, BlobMeta(early, early, ssl_only=True), {})
-    assert blob[0] == 0x14
+    assert blob[0] == 0x1C  # format 1, keyed pickle, ssl-only
     assert int.from_bytes(blob[1:9], "big", signed=True) == micros(early) < 0
     assert codec.open(HID, 1, blob)[0] == BlobMeta(early, early, True)
 
@@ -375,7 +380,7 @@ def test_truncated_extended_and_empty_blobs(codec: BlobCodec) -> None:
 
 def test_unknown_format_version_and_reserved_flag(codec: BlobCodec) -> None:
     payload = pickle.dumps({}, protocol=5)
-    for header in (0x00, 0x20, 0xF0, 0x18):
+    for header in (0x00, 0x20, 0xF0, 0x19):  # 0x19: keyed AND json
         with pytest.raises(CodecError, match="format"):
             codec.open(HID, 1, forge(payload, header=header))
 
@@ -418,6 +423,110 @@ def test_peek_expiry_reads_header_without_key() -> None:
     assert stranger.peek_expiry(b"\x20" + blob[1:]) is None
     huge = bytes([0x10]) + (2**62).to_bytes(8, "big") + blob[9:]
     assert stranger.peek_expiry(huge) is None
+
+
+# --------------------------------------------------------------------------- keyed pickles
+
+
+def test_open_lazy_leaves_values_packed_until_asked(codec: BlobCodec) -> None:
+    data = {"cart": [{"sku": "A-1", "qty": 2}], "user": 42, "when": EXPIRES}
+    meta, lazy = codec.open_lazy(HID, 1, codec.seal(HID, 1, META, data))
+    assert meta == META
+    assert list(lazy) == ["cart", "user", "when"]  # key order is kept
+    assert all(type(value) is Packed for value in lazy.values())
+    assert {key: value.value() for key, value in lazy.items()} == data
+    first, second = lazy["cart"].value(), lazy["cart"].value()
+    assert first == second and first is not second  # a fresh object per decode
+    assert unpacked(lazy) == data
+    assert "bytes" in repr(lazy["user"]) and "A-1" not in repr(lazy["cart"])
+
+
+def test_shared_objects_unpickle_per_key(codec: BlobCodec) -> None:
+    shared = ["same", "list"]
+    blob = codec.seal(HID, 1, META, {"a": shared, "b": shared, "c": (shared, shared)})
+    lazy = codec.open_lazy(HID, 1, blob)[1]
+    assert lazy["b"].value() == shared  # no memo reference into another key's pickle
+    assert lazy["c"].value() == (shared, shared)
+
+
+def test_packed_values_are_written_back_unchanged(codec: BlobCodec) -> None:
+    blob = codec.seal(HID, 1, META, {"big": "x" * 5000, "n": 1})
+    lazy = codec.open_lazy(HID, 1, blob)[1]
+    raw = lazy["big"].raw
+    again = codec.seal(HID, 2, META, {**lazy, "n": 2})
+    assert codec.open(HID, 2, again)[1] == {"big": "x" * 5000, "n": 2}
+    assert again[17:-32] == pickle.dumps({"big": raw, "n": pickle.dumps(2, protocol=5)}, protocol=5)
+
+
+def test_packed_values_of_another_codec_are_decoded_and_checked() -> None:
+    class Allowed:
+        pass
+
+    Allowed.__module__, Allowed.__qualname__ = __name__, "Allowed"
+    globals()["Allowed"] = Allowed
+    try:
+        permissive = BlobCodec(SECRET, allowed_classes=[Allowed])
+        strict = BlobCodec(SECRET)
+        lazy = permissive.open_lazy(
+            HID, 1, permissive.seal(HID, 1, META, {"a": 1, "o": Allowed()})
+        )[1]
+        assert strict.open(HID, 1, strict.seal(HID, 1, META, {"a": lazy["a"]}))[1] == {"a": 1}
+        with pytest.raises(TypeError, match="Allowed"):
+            strict.seal(HID, 1, META, lazy)  # the strict store refuses what it cannot load
+    finally:
+        del globals()["Allowed"]
+
+
+def test_size_cap_counts_reused_bytes() -> None:
+    codec = BlobCodec(SECRET, max_bytes=3000)
+    lazy = codec.open_lazy(HID, 1, codec.seal(HID, 1, META, {"a": os.urandom(2000)}))[1]
+    with pytest.raises(SessionTooLarge):
+        codec.seal(HID, 2, META, {**lazy, "b": os.urandom(1500)})
+
+
+def test_undecodable_value_is_a_codec_error_on_access(codec: BlobCodec, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    gadget = pickle.dumps(Gadget(str(marker)), protocol=5)
+    payload = pickle.dumps({"ok": pickle.dumps(1, protocol=5), "bad": gadget}, protocol=5)
+    blob = forge(payload, 0x08)
+    lazy = codec.open_lazy(HID, 1, blob)[1]
+    assert lazy["ok"].value() == 1
+    with pytest.raises(CodecError):
+        lazy["bad"].value()
+    with pytest.raises(CodecError):
+        codec.open(HID, 1, blob)
+    assert not marker.exists()
+    for bad_value in (
+        pickle.dumps(1, protocol=5) + b"junk",
+        b"",
+        b"\x80\x04K\x01.",
+        b"not a pickle",
+    ):
+        broken = forge(pickle.dumps({"v": bad_value}, protocol=5), 0x08)
+        with pytest.raises(CodecError):
+            codec.open_lazy(HID, 1, broken)[1]["v"].value()
+
+
+@pytest.mark.parametrize(
+    "outer",
+    [
+        {"a": 1},  # values must be bytes
+        {"a": bytearray(b"x")},
+        [b"x"],  # a dict
+        {1: pickle.dumps(1, protocol=5)},  # str keys
+    ],
+)
+def test_malformed_keyed_payload_is_refused_whole(codec: BlobCodec, outer: Any) -> None:
+    with pytest.raises(CodecError):
+        codec.open_lazy(HID, 1, forge(pickle.dumps(outer, protocol=5), 0x08))
+
+
+def test_gadget_in_the_keyed_container_never_runs(codec: BlobCodec, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    payload = pickle.dumps({"x": Gadget(str(marker))}, protocol=5)
+    with pytest.raises(CodecError):
+        codec.open_lazy(HID, 1, forge(payload, 0x08))
+    assert not marker.exists()
 
 
 # --------------------------------------------------------------------------- hostile payloads
@@ -646,15 +755,23 @@ def test_inflate_limit_boundary() -> None:
         assert len(payload) == size
         return payload
 
+    def sized_data(size: int) -> dict[str, Any]:
+        text = "x" * size
+        while len(keyed({"a": text})) > size:
+            text = text[:-1]
+        assert len(keyed({"a": text})) == size
+        return {"a": text}
+
     at_limit = sized_pickle(limit)
     assert codec.open(HID, 1, forge(zlib.compress(at_limit), 0x02))[1] == pickle.loads(at_limit)
-    blob = codec.seal(HID, 1, META, pickle.loads(at_limit))
+    blob = codec.seal(HID, 1, META, sized_data(limit))
     assert blob[0] & 0x02
+    assert codec.open(HID, 1, blob)[1] == sized_data(limit)
     over = sized_pickle(limit + 1)
     with pytest.raises(CodecError, match="over the limit"):
         codec.open(HID, 1, forge(zlib.compress(over), 0x02))
     with pytest.raises(SessionTooLarge):
-        codec.seal(HID, 1, META, pickle.loads(over))
+        codec.seal(HID, 1, META, sized_data(limit + 1))
 
 
 # --------------------------------------------------------------------------- size limits
@@ -672,10 +789,10 @@ def test_session_too_large(serializer: Any) -> None:
 
 def test_blob_over_the_cap_is_refused_even_if_payload_fits() -> None:
     codec = BlobCodec(SECRET, max_bytes=1000)
-    payload_size = len(pickle.dumps({"a": os.urandom(940)}, protocol=5))
+    payload_size = len(keyed({"a": os.urandom(920)}))
     assert payload_size <= 1000 < payload_size + 49
     with pytest.raises(SessionTooLarge) as info:
-        codec.seal(HID, 1, META, {"a": os.urandom(940)})  # random: zlib cannot shrink it
+        codec.seal(HID, 1, META, {"a": os.urandom(920)})  # random: zlib cannot shrink it
     assert info.value.size == payload_size + 49
     assert codec.seal(HID, 1, META, {"a": os.urandom(800)})
 

@@ -8,6 +8,8 @@ which runs the same response-time save as the middleware.
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 import re
 from datetime import date
 from datetime import datetime
@@ -21,6 +23,7 @@ import pytest
 from sa_sessions import SessionConflict
 from sa_sessions import SessionError
 from sa_sessions import SessionMiddleware
+from sa_sessions.codec.blob import Packed
 
 from .webapp import UTC
 from .webapp import Web
@@ -430,6 +433,110 @@ class TestDirtyTracking:
         assert dict(s) == {"a": 1}
         assert finish(s) is None
         assert web.counts() == (0, 1, 0, 0)
+
+
+class Gift:
+    """A plain class a store may allow in pickled sessions (module level, importable)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Gift) and other.label == self.label
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class TestLazyValues:
+    """A server session unpickles only the keys a request reads (keyed pickles)."""
+
+    def test_only_read_keys_are_decoded(self, web: Web) -> None:
+        mw = server_mw(web)
+        cookie, _ = new_server_session(web, mw, user=7, cart=[{"sku": "A"}] * 50, notes="n" * 500)
+        s = open_session(mw, cookie)
+        assert s["user"] == 7
+        assert type(s._data["cart"]) is Packed and type(s._data["notes"]) is Packed
+        assert s.get("notes") == "n" * 500
+        assert type(s._data["cart"]) is Packed
+        assert "cart" in s and len(s) == 3
+        assert dict(s) == {"user": 7, "cart": [{"sku": "A"}] * 50, "notes": "n" * 500}
+        assert finish(s) is None  # reading is never a write
+
+    def test_untouched_keys_are_saved_byte_for_byte(self, web: Web) -> None:
+        mw = server_mw(web)
+        cookie, sid = new_server_session(web, mw, big="x" * 3000, hits=0)
+        before = web.row(sid).data
+        s = open_session(mw, cookie)
+        s.increment("hits")
+        assert finish(s) is None  # same id cookie
+        after = web.row(sid).data
+        assert (
+            pickle.dumps("x" * 3000, protocol=5) in before
+            and pickle.dumps("x" * 3000, protocol=5) in after
+        )
+        assert dict(open_session(mw, cookie)) == {"big": "x" * 3000, "hits": 1}
+
+    def test_in_place_change_of_a_read_value_is_saved_with_another_change(self, web: Web) -> None:
+        mw = server_mw(web)
+        cookie, _ = new_server_session(web, mw, cart=[1], other=0)
+        s = open_session(mw, cookie)
+        s["cart"].append(2)  # read, so it is pickled again at the save, as before
+        s["other"] = 1
+        finish(s)
+        assert open_session(mw, cookie)["cart"] == [1, 2]
+
+    def test_mapping_views_and_pops_decode(self, web: Web) -> None:
+        mw = server_mw(web)
+        cookie, _ = new_server_session(web, mw, a=[1], b={"x": 2}, c=3, d=4)
+        s = open_session(mw, cookie)
+        assert sorted(s.items()) == [("a", [1]), ("b", {"x": 2}), ("c", 3), ("d", 4)]
+        s = open_session(mw, cookie)
+        assert s.pop("a") == [1]
+        assert s.pop_quick("b") == {"x": 2}
+        s.mark_changed("c")
+        assert s.setdefault("d", 9) == 4
+        assert s == {"c": 3, "d": 4}
+
+    def test_concurrent_increment_merges_onto_packed_values(self, web: Web) -> None:
+        mw = server_mw(web)
+        cookie, _ = new_server_session(web, mw, hits=10, big="y" * 2000)
+        first, second = open_session(mw, cookie), open_session(mw, cookie)
+        first.increment("hits")
+        second.increment("hits", 5)
+        second["note"] = "second"
+        finish(first)
+        finish(second)  # conflict: merged onto the fresh, still-packed data
+        assert dict(open_session(mw, cookie)) == {"hits": 16, "big": "y" * 2000, "note": "second"}
+
+    def test_server_session_shrinking_back_into_the_cookie_is_decoded(self, web: Web) -> None:
+        mw = web.middleware()
+        s = open_session(mw)
+        s.update(small=1, big=os.urandom(3000).hex())  # incompressible: too big for a cookie
+        cookie = finish(s)
+        assert cookie is not None and cookie.split(".")[1] == "i"
+        s = open_session(mw, cookie)
+        del s["big"]
+        cookie = finish(s)
+        assert cookie is not None and cookie.split(".")[1] == "d"
+        assert dict(open_session(mw, cookie)) == {"small": 1}
+
+    def test_value_the_allow_list_no_longer_accepts_is_dropped(
+        self, web: Web, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        generous = web.new_store(pickle_classes=[Gift])
+        cookie, sid = new_server_session(web, server_mw(web, store=generous), gift=Gift("g"), n=1)
+        web.store.cache.delete_many([sid_hash(sid)])  # type: ignore[union-attr]
+        strict = server_mw(web)  # the same table, without Gift in the allow-list
+        s = open_session(strict, cookie)
+        assert s["n"] == 1  # the rest of the session still works
+        with caplog.at_level(logging.ERROR, logger="sa_sessions.security"):
+            assert s.get("gift", "gone") == "gone"
+        assert "cannot be decoded" in caplog.text and "Gift" not in caplog.text.split("(")[0]
+        with pytest.raises(KeyError):
+            s["gift"]
+        s["n"] = 2
+        finish(s)
+        assert dict(open_session(strict, cookie)) == {"n": 2}  # saved without it
 
 
 class TestConcurrency:

@@ -7,7 +7,8 @@ Layout (all integers big-endian)::
                   0x01 payload is tagged JSON (else pickle protocol 5)
                   0x02 payload is zlib-compressed
                   0x04 ssl_only
-                  0x08 reserved, must be 0
+                  0x08 keyed pickle: the payload pickles {key: pickle of the value}
+                       (never with 0x01)
     1       8     expires_at, signed microseconds since the Unix epoch (UTC)
     9       8     touched_at, same encoding
     17      n     payload
@@ -21,6 +22,11 @@ allow-list (R26), and values are checked against that same allow-list while pick
 is stored that loading would refuse (R30). The MAC, not the allow-list, is what keeps untrusted
 bytes away from the unpickler: with a leaked key an attacker still cannot run code, but can make
 the unpickler allocate memory. This is the only module of the package that imports pickle.
+
+Keyed pickles (what :meth:`BlobCodec.seal` writes with the pickle serializer) pickle every
+value on its own, so a request that reads one key of a large session unpickles only that key
+(:meth:`BlobCodec.open_lazy` returns :class:`Packed` values), and a save reuses the stored
+bytes of every key the request never touched.  The MAC still covers the whole payload.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from sa_sessions.exceptions import SessionTooLarge
 from sa_sessions.signing import KeyInput
 from sa_sessions.signing import KeyRing
 
-__all__ = ["DEFAULT_PICKLE_ALLOWLIST", "BlobCodec", "BlobMeta", "Serializer"]
+__all__ = ["DEFAULT_PICKLE_ALLOWLIST", "BlobCodec", "BlobMeta", "Packed", "Serializer", "unpacked"]
 
 _log = logging.getLogger(__name__)
 _security_log = logging.getLogger("sa_sessions.security")
@@ -69,14 +75,16 @@ FORMAT_VERSION: Final = 1
 FLAG_JSON: Final = 0x01
 FLAG_ZLIB: Final = 0x02
 FLAG_SSL_ONLY: Final = 0x04
+FLAG_KEYED: Final = 0x08
 HEADER_SIZE: Final = 17
 MAC_SIZE: Final = 32
 
-_FLAG_MASK: Final = FLAG_JSON | FLAG_ZLIB | FLAG_SSL_ONLY
+_FLAG_MASK: Final = FLAG_JSON | FLAG_ZLIB | FLAG_SSL_ONLY | FLAG_KEYED
 _MIN_BLOB: Final = HEADER_SIZE + MAC_SIZE
 _MAC_LABEL: Final = b"sa_sessions.blob.v1\x00"
 _HEX: Final = frozenset("0123456789abcdef")
 _STR_ONLY: Final = frozenset({str})
+_BYTES_ONLY: Final = frozenset({bytes})
 _PICKLE_PROTOCOL: Final = 5
 _PICKLE_MAGIC: Final = b"\x80\x05"
 
@@ -111,6 +119,37 @@ class BlobMeta:
     expires_at: datetime
     touched_at: datetime
     ssl_only: bool = False
+
+
+class Packed:
+    """A session value still in its stored form, unpickled on first use.
+
+    Made only by :meth:`BlobCodec.open_lazy`, after the blob's MAC checked out.
+    :meth:`BlobCodec.seal` writes a Packed value's bytes back unchanged, so a key
+    the request never read costs neither unpickling nor pickling.
+    """
+
+    __slots__ = ("_codec", "raw")
+
+    def __init__(self, codec: BlobCodec, raw: bytes) -> None:
+        self._codec = codec
+        self.raw = raw
+
+    def value(self) -> Any:
+        """The value (a new object on every call).
+
+        :raises CodecError: the bytes are authentic but cannot be decoded (an
+            allow-list or code change since they were written, or a leaked key).
+        """
+        return self._codec._unpickle_value(self.raw)
+
+    def __repr__(self) -> str:
+        return f"<Packed {len(self.raw)} bytes>"
+
+
+def unpacked(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with every :class:`Packed` value decoded (a new dict; CodecError on failure)."""
+    return {key: value.value() if type(value) is Packed else value for key, value in data.items()}
 
 
 def _type_name(cls: type) -> str:
@@ -150,12 +189,23 @@ class _Sink:
         self.size = 0
 
     def write(self, data: bytes) -> int:
-        size = self.size + len(data)
-        if size > self.limit:
-            raise SessionTooLarge(size, self.limit, "session")
+        self.count(len(data))
         self.parts.append(bytes(data))
-        self.size = size
         return len(data)
+
+    def count(self, size: int) -> None:
+        """Add ``size`` bytes to the running total; SessionTooLarge past the limit."""
+        total = self.size + size
+        if total > self.limit:
+            raise SessionTooLarge(total, self.limit, "session")
+        self.size = total
+
+    def take(self) -> bytes:
+        """The bytes written since the last take (one value's pickle)."""
+        parts = self.parts
+        raw = parts[0] if len(parts) == 1 else b"".join(parts)
+        parts.clear()
+        return raw
 
 
 class _CheckingPickler(pickle.Pickler):
@@ -315,23 +365,51 @@ class BlobCodec:
             bad = next(key for key in data if type(key) is not str)
             raise TypeError(f"session keys must be str, not {_type_name(type(bad))}")
         if self.serializer == "json":
-            return tagged.dumps(data), FLAG_JSON
+            return tagged.dumps(unpacked(data)), FLAG_JSON
         sink = _Sink(self.max_bytes)
+        pickler = _CheckingPickler(sink, self._classes, self._registered)
+        entries: dict[str, bytes] = {}
         try:
-            _CheckingPickler(sink, self._classes, self._registered).dump(data)
+            for key, value in data.items():
+                if type(value) is Packed:
+                    if value._codec is self:
+                        sink.count(len(value.raw))  # stored bytes, reused as they are
+                        entries[key] = value.raw
+                        continue
+                    value = value.value()  # another store's bytes: its rules, not ours
+                pickler.clear_memo()  # every value must unpickle on its own
+                pickler.dump(value)
+                entries[key] = sink.take()
         except RecursionError as exc:
             raise TypeError("session data is nested too deeply (or cyclic) to pickle") from exc
         except pickle.PicklingError as exc:
             raise TypeError(f"cannot pickle session data: {exc}") from exc
-        return (sink.parts[0] if len(sink.parts) == 1 else b"".join(sink.parts)), 0
+        # Only str keys and bytes values: the plain pickler cannot be fooled here.
+        return pickle.dumps(entries, protocol=_PICKLE_PROTOCOL), FLAG_KEYED
 
     # ----------------------------------------------------------------------- opening
 
     def open(self, hashed_id: str, version: int, blob: bytes) -> tuple[BlobMeta, dict[str, Any]]:
-        """Verify the MAC, then decode.
+        """Verify the MAC, then decode every value.
 
         :raises CodecError: anything wrong with ``blob`` (tampered, foreign, truncated, oversized,
             undecodable, refused by the allow-list); the message never quotes its content.
+        """
+        meta, data = self.open_lazy(hashed_id, version, blob)
+        try:
+            return meta, unpacked(data)
+        except CodecError:
+            _security_log.error("session blob %s has an undecodable value", hashed_id[:12])
+            raise
+
+    def open_lazy(
+        self, hashed_id: str, version: int, blob: bytes
+    ) -> tuple[BlobMeta, dict[str, Any]]:
+        """Like :meth:`open`, but the values of a keyed pickle stay :class:`Packed`.
+
+        Everything but the values is checked here: MAC, format, and that the payload
+        is a dict of str keys (and, keyed, of bytes values).  A value that cannot be
+        decoded raises CodecError when its :meth:`Packed.value` is called.
         """
         prefix = _mac_prefix(hashed_id, version)
         if type(blob) is not bytes:
@@ -345,7 +423,11 @@ class BlobCodec:
         if size > self.max_bytes:
             raise CodecError(f"session blob is {size} bytes, over the limit of {self.max_bytes}")
         header = blob[0]
-        if header >> 4 != FORMAT_VERSION or header & 0x0F & ~_FLAG_MASK:
+        if (
+            header >> 4 != FORMAT_VERSION
+            or header & 0x0F & ~_FLAG_MASK
+            or header & (FLAG_JSON | FLAG_KEYED) == FLAG_JSON | FLAG_KEYED
+        ):
             raise CodecError("unknown session blob format")
         key_index = self._ring.verify(prefix + memoryview(blob)[:-MAC_SIZE], blob[-MAC_SIZE:])
         if key_index is None:
@@ -380,6 +462,10 @@ class BlobCodec:
             data = self._unpickle(payload)
         if type(data) is not dict or not _STR_ONLY.issuperset(map(type, data)):
             raise CodecError("session blob does not hold a dict with str keys")
+        if header & FLAG_KEYED:
+            if not _BYTES_ONLY.issuperset(map(type, data.values())):
+                raise CodecError("keyed session blob holds a value that is not bytes")
+            data = {key: Packed(self, raw) for key, raw in data.items()}
         return meta, data
 
     def _inflate(self, packed: bytes) -> bytes:
@@ -391,6 +477,15 @@ class BlobCodec:
         if not inflater.eof or inflater.unused_data:
             raise CodecError("compressed session blob is truncated or has trailing bytes")
         return payload
+
+    def _unpickle_value(self, raw: bytes) -> Any:
+        """One value of a keyed pickle; every failure is a CodecError (R28)."""
+        try:
+            return self._unpickle(raw)
+        except CodecError:
+            raise
+        except Exception as exc:  # UnpicklingError, MemoryError, RecursionError, EOFError, ...
+            raise CodecError(f"cannot decode a session value ({type(exc).__name__})") from exc
 
     def _unpickle(self, payload: bytes) -> Any:
         if payload[:2] != _PICKLE_MAGIC:
