@@ -265,20 +265,28 @@ def _reduce_registered(value: Any, cls: type) -> Any:
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only exact allow-listed ``(module, name)`` pairs, never dotted names (R26)."""
+    """Resolves only exact allow-listed ``(module, name)`` pairs, never dotted names (R26).
 
-    def __init__(self, file: io.BytesIO, allowed: Mapping[tuple[str, str], type]) -> None:
-        super().__init__(file, fix_imports=False)
-        self._allowed = allowed
+    Subclassed once per codec with its allow-list as a class attribute (see
+    :func:`_unpickler_for`), so building one per value stays in C: a keyed pickle
+    builds one per value read.
+    """
+
+    allowed: ClassVar[Mapping[tuple[str, str], type]] = {}
 
     def find_class(self, module_name: str, global_name: str, /) -> Any:
         if "." not in global_name:
-            found = self._allowed.get((module_name, global_name))
+            found = self.allowed.get((module_name, global_name))
             if found is not None:
                 return found
         raise pickle.UnpicklingError(
             f"global {module_name[:100]!r} {global_name[:100]!r} is not in the allow-list"
         )
+
+
+def _unpickler_for(allowed: Mapping[tuple[str, str], type]) -> type[_RestrictedUnpickler]:
+    """A restricted unpickler class bound to one allow-list."""
+    return type("_BoundUnpickler", (_RestrictedUnpickler,), {"allowed": allowed})
 
 
 class BlobCodec:
@@ -297,7 +305,15 @@ class BlobCodec:
     #: zlib level used when compressing: level 1 costs a third of level 6 for ~5 % more bytes.
     compress_level: ClassVar[int] = 1
 
-    __slots__ = ("_classes", "_globals", "_registered", "_ring", "max_bytes", "serializer")
+    __slots__ = (
+        "_classes",
+        "_globals",
+        "_registered",
+        "_ring",
+        "_unpickler",
+        "max_bytes",
+        "serializer",
+    )
 
     def __init__(
         self,
@@ -324,6 +340,7 @@ class BlobCodec:
                 raise SessionConfigError(f"{key[0]}.{key[1]} clashes with another allowed class")
             registered.add(cls)
         self._globals: Mapping[tuple[str, str], type] = allowed
+        self._unpickler = _unpickler_for(allowed)
         self._classes = frozenset(allowed.values())
         self._registered = frozenset(registered)
 
@@ -491,7 +508,7 @@ class BlobCodec:
         if payload[:2] != _PICKLE_MAGIC:
             raise CodecError("session blob payload is not a protocol 5 pickle")
         stream = io.BytesIO(payload)
-        data = _RestrictedUnpickler(stream, self._globals).load()
+        data = self._unpickler(stream, fix_imports=False).load()
         if stream.tell() != len(payload):  # pickle.load ignores bytes after STOP
             raise CodecError("session blob payload has trailing bytes")
         return data
