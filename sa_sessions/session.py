@@ -89,8 +89,6 @@ class Session(MutableMapping[str, Any]):
     def __init__(self, settings: SessionSettings, environ: dict[str, Any]) -> None:
         self._settings = settings
         self._environ = environ
-        self._data = {}  # mutable: never shared through a class attribute
-        self._changes = {}
 
     # ---------------------------------------------------------------- loading
 
@@ -107,6 +105,8 @@ class Session(MutableMapping[str, Any]):
         if self._loaded:
             return
         self._loaded = True
+        self._data = {}  # created here, not in __init__: an untouched session never needs them
+        self._changes = {}
         header = self._environ.get("HTTP_COOKIE")
         if not header:
             return
