@@ -94,17 +94,29 @@ class KeyRing:
     def __repr__(self) -> str:
         return f"KeyRing(<{len(self._keys)} keys>)"
 
-    def sign(self, message: bytes | memoryview) -> bytes:
-        """The 32-byte HMAC-SHA256 of ``message`` under the current key."""
+    def sign(self, message: bytes | memoryview, *more: bytes | memoryview) -> bytes:
+        """The 32-byte HMAC-SHA256 of ``message`` (followed by ``more``) under the current key.
+
+        Parts are fed in turn, so a large message never has to be copied into one.
+        """
         mac = self._keyed[0].copy()
         mac.update(message)
+        for part in more:
+            mac.update(part)
         return mac.digest()
 
-    def verify(self, message: bytes | memoryview, mac: bytes) -> int | None:
-        """Index of the key that made ``mac`` (0 = current), or None; constant time per key."""
+    def verify(
+        self, message: bytes | memoryview, mac: bytes, *more: bytes | memoryview
+    ) -> int | None:
+        """Index of the key that made ``mac`` over ``message`` (then ``more``), or None.
+
+        Constant time per key.
+        """
         for index, keyed in enumerate(self._keyed):
             expected = keyed.copy()
             expected.update(message)
+            for part in more:
+                expected.update(part)
             if hmac.compare_digest(expected.digest(), mac):
                 return index
         return None

@@ -35,6 +35,7 @@ import copyreg
 import io
 import logging
 import pickle
+import re
 import sys
 import zlib
 from collections.abc import Iterable
@@ -82,7 +83,7 @@ MAC_SIZE: Final = 32
 _FLAG_MASK: Final = FLAG_JSON | FLAG_ZLIB | FLAG_SSL_ONLY | FLAG_KEYED
 _MIN_BLOB: Final = HEADER_SIZE + MAC_SIZE
 _MAC_LABEL: Final = b"sa_sessions.blob.v1\x00"
-_HEX: Final = frozenset("0123456789abcdef")
+_HASHED_ID: Final = re.compile(r"[0-9a-f]{64}")
 _STR_ONLY: Final = frozenset({str})
 _BYTES_ONLY: Final = frozenset({bytes})
 _PICKLE_PROTOCOL: Final = 5
@@ -171,7 +172,7 @@ def _class_key(cls: object) -> tuple[str, str]:
 
 
 def _mac_prefix(hashed_id: str, version: int) -> bytes:
-    if type(hashed_id) is not str or len(hashed_id) != 64 or not _HEX.issuperset(hashed_id):
+    if type(hashed_id) is not str or _HASHED_ID.fullmatch(hashed_id) is None:
         raise ValueError("hashed_id must be 64 lowercase hex characters")
     if type(version) is not int or not -(2**63) <= version < 2**63:
         raise ValueError("version must be an int that fits in 8 signed bytes")
@@ -370,7 +371,7 @@ class BlobCodec:
         if meta.ssl_only:
             flags |= FLAG_SSL_ONLY
         body = b"".join((bytes(((FORMAT_VERSION << 4) | flags,)), times, payload))
-        blob = body + self._ring.sign(prefix + body)
+        blob = body + self._ring.sign(prefix, body)
         if len(blob) > self.max_bytes:
             raise SessionTooLarge(len(blob), self.max_bytes, "session")
         return blob
@@ -446,7 +447,7 @@ class BlobCodec:
             or header & (FLAG_JSON | FLAG_KEYED) == FLAG_JSON | FLAG_KEYED
         ):
             raise CodecError("unknown session blob format")
-        key_index = self._ring.verify(prefix + memoryview(blob)[:-MAC_SIZE], blob[-MAC_SIZE:])
+        key_index = self._ring.verify(prefix, blob[-MAC_SIZE:], memoryview(blob)[:-MAC_SIZE])
         if key_index is None:
             raise CodecError("session blob failed authentication")
         if key_index:
