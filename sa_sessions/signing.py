@@ -76,12 +76,39 @@ def derive_key(master: bytes, purpose: str) -> bytes:
     return hmac.new(master, info, hashlib.sha256).digest()
 
 
-class KeyRing:
-    """Derived keys for one purpose: the newest signs, every key verifies.
+class _KeyedSha256:
+    """HMAC-SHA256 (RFC 2104) under one key, with both padded key blocks hashed once.
 
-    Each key's HMAC state after the key block is computed once and copied per
-    message, which saves a fifth of the cost of signing a cookie-sized value.
+    Equal to ``hmac.new(key, message, "sha256")`` (the tests check it); copying two
+    prepared ``hashlib`` states costs about 0.75 µs per short message, against 1.2 µs
+    for copying an ``hmac.HMAC``, whose copy, update and digest run in Python.
     """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        block = key.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(block.translate(_IPAD))
+        self._outer = hashlib.sha256(block.translate(_OPAD))
+
+    def digest(self, parts: tuple[bytes | memoryview, ...]) -> bytes:
+        inner = self._inner.copy()
+        for part in parts:
+            inner.update(part)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+_SHA256_BLOCK = 64
+_IPAD = bytes(byte ^ 0x36 for byte in range(256))
+_OPAD = bytes(byte ^ 0x5C for byte in range(256))
+
+
+class KeyRing:
+    """Derived keys for one purpose: the newest signs, every key verifies."""
 
     __slots__ = ("_keyed", "_keys")
 
@@ -89,21 +116,17 @@ class KeyRing:
         secrets = normalize_keys(keys)
         # Newest first: verification tries the current key before the fallbacks.
         self._keys = tuple(derive_key(s.reveal(), purpose) for s in reversed(secrets))
-        self._keyed = tuple(hmac.new(key, digestmod=hashlib.sha256) for key in self._keys)
+        self._keyed = tuple(_KeyedSha256(key) for key in self._keys)
 
     def __repr__(self) -> str:
         return f"KeyRing(<{len(self._keys)} keys>)"
 
-    def sign(self, message: bytes | memoryview, *more: bytes | memoryview) -> bytes:
-        """The 32-byte HMAC-SHA256 of ``message`` (followed by ``more``) under the current key.
+    def sign(self, *parts: bytes | memoryview) -> bytes:
+        """The 32-byte HMAC-SHA256 of the concatenated ``parts`` under the current key.
 
         Parts are fed in turn, so a large message never has to be copied into one.
         """
-        mac = self._keyed[0].copy()
-        mac.update(message)
-        for part in more:
-            mac.update(part)
-        return mac.digest()
+        return self._keyed[0].digest(parts)
 
     def verify(
         self, message: bytes | memoryview, mac: bytes, *more: bytes | memoryview
@@ -112,11 +135,8 @@ class KeyRing:
 
         Constant time per key.
         """
+        parts = (message, *more)
         for index, keyed in enumerate(self._keyed):
-            expected = keyed.copy()
-            expected.update(message)
-            for part in more:
-                expected.update(part)
-            if hmac.compare_digest(expected.digest(), mac):
+            if hmac.compare_digest(keyed.digest(parts), mac):
                 return index
         return None
