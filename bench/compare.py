@@ -54,6 +54,8 @@ import peers
 ROOT = Path(__file__).resolve().parent.parent
 HTTP_START = "<!-- http-throughput:start -->"
 HTTP_END = "<!-- http-throughput:end -->"
+README_START = "<!-- benchmark-summary:start -->"
+README_END = "<!-- benchmark-summary:end -->"
 
 
 @dataclass(frozen=True)
@@ -1218,6 +1220,48 @@ def chart(results: dict[str, dict[str, Case]], path: Path, quick: bool) -> None:
     plt.close(fig)
 
 
+def readme_summary(
+    results: dict[str, dict[str, Case]], targets: list[Target], info: dict[str, str]
+) -> str:
+    """The README's copy of the headline table, with the machine it was measured on."""
+    names = [n for n in next(iter(results.values())) if n in peers.LAYER_TITLES]
+    met = sum(t.passed for t in targets)
+    lines = [
+        README_START,
+        f"Measured by `make bench` on {info['date']}: {info['machine']}; Python "
+        f"{info['python']}; MariaDB {info['mariadb']}; memcached {info['memcached']}; "
+        f"{info['libraries']}.",
+        "",
+        "Per-request overhead beyond the bare app (µs, median of interleaved rounds, "
+        "lower is better):",
+        "",
+        "| scenario | " + " | ".join(peers.LAYER_TITLES[n] for n in names[1:]) + " |",
+        "|---|" + "---:|" * (len(names) - 1),
+    ]
+    for key, cases in results.items():
+        cells = [
+            "n/a" if cases[name].na is not None else _fmt(overhead(results, key, name))
+            for name in names[1:]
+        ]
+        lines.append(f"| {SCENARIO_BY_KEY[key].title} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"{met} of {len(targets)} targets of the performance issue met in this run; "
+        "docs/benchmarks.md has each one, the floors and the CPU-time tables.",
+        README_END,
+    ]
+    return "\n".join(lines)
+
+
+def write_readme_summary(path: Path, summary: str) -> None:
+    """Replace the summary between the markers (left alone when they are missing)."""
+    text = path.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < 0:
+        return
+    path.write_text(text[:start] + summary + text[end + len(README_END) :])
+
+
 def previous_http_section(path: Path) -> str | None:
     if not path.exists():
         return None
@@ -1312,6 +1356,10 @@ def rerender(path: Path, out_dir: Path) -> int:
     )
     md_path.write_text(report)
     chart(results, out_dir / "benchmark.png", bool(run.get("quick")))
+    if out_dir.resolve() == (ROOT / "docs").resolve():
+        write_readme_summary(
+            ROOT / "README.md", readme_summary(results, evaluate(results), data["info"])
+        )
     print(report)
     return 0
 
@@ -1406,6 +1454,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     md_path.write_text(report)
     chart(results, args.out_dir / "benchmark.png", args.quick)
+    if args.out_dir.resolve() == (ROOT / "docs").resolve() and not args.quick:
+        write_readme_summary(ROOT / "README.md", readme_summary(results, targets, info))
     if args.json:
         run = {"settings": asdict(settings), "quick": args.quick, "elapsed": elapsed}
         data = to_json(results, sizes, profile, targets, info, run)
