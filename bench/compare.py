@@ -451,6 +451,20 @@ def breakdown(
 # --------------------------------------------------------------------------- floors
 
 
+def minimal_middleware(app: Callable[..., Any]) -> Callable[..., Any]:
+    """A WSGI middleware that only adds an environ entry and wraps start_response."""
+
+    def middleware(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        environ["bench.session"] = None
+
+        def wrapped(status: str, headers: list[Any], exc_info: Any = None) -> Any:
+            return start_response(status, headers, exc_info)
+
+        return app(environ, wrapped)
+
+    return middleware
+
+
 class FloorKit:
     """Raw operations on a large sa_sessions session: the cost no layer can beat.
 
@@ -542,6 +556,20 @@ class FloorKit:
 
     def cases(self, scenario: Scenario) -> dict[str, Case]:
         clock = time.perf_counter_ns
+        if scenario.key == "untouched":
+            # The least any session middleware does: an environ entry and a wrapped
+            # start_response, around the same bare app.
+            minimal = Case("floor_untouched", scenario)
+            app, call = (
+                minimal_middleware(peers.make_app(peers.Adapter(get=lambda environ: {}))),
+                peers.call,
+            )
+
+            def minimal_op() -> None:
+                call(app, "/untouched")
+
+            minimal.op = minimal_op
+            return {"floor_untouched": minimal}
         if scenario.key == "large_read":
             read = Case("floor_read", scenario)
             via_codec = Case("floor_read_codec", scenario)
@@ -682,12 +710,19 @@ def evaluate(results: dict[str, dict[str, Case]]) -> list[Target]:
     if "untouched" in results and ov("untouched", sa) is not None:
         mine = ov("untouched", sa)
         band = noise_band(results, "untouched")
+        minimal = ov("untouched", "floor_untouched")
+        reference = (
+            f"; a middleware that only adds an environ entry and wraps start_response: "
+            f"{minimal:+.2f} µs"
+            if minimal is not None
+            else ""
+        )
         targets.append(
             Target(
                 "untouched session: within noise of the bare app",
                 mine <= band,
                 f"{mine:+.2f} µs vs noise band ±{band:.2f} µs "
-                f"(bare {results['untouched']['bare'].median:.1f} µs)",
+                f"(bare {results['untouched']['bare'].median:.1f} µs){reference}",
             )
         )
         c = counts("untouched")
@@ -928,7 +963,10 @@ METHOD = """\
   `UPDATE {table} SET data=%s WHERE id=%s` + `COMMIT` on the engine's own MySQLdb
   connection (alternating two different blobs, so every UPDATE really changes the row)
   + raw pymemcache `set` of the value. The floors do no cookie work, no serialization on
-  write and no reading before the write, which the measured write request does.
+  write and no reading before the write, which the measured write request does. For the
+  untouched session, the reference is a WSGI middleware that only sets an environ entry
+  and wraps `start_response`; sa_sessions also builds its lazy Session object and sets
+  the context variable behind `get_current_session()`.
 * **Breakdown.** A last pass wraps named sa_sessions (and pymemcache, SQLAlchemy,
   MySQLdb) functions with timers and reports inclusive time per request.
 * **Noise.** "Within noise" means the sa_sessions overhead is no larger than the bare
