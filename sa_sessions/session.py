@@ -241,10 +241,7 @@ class Session(MutableMapping[str, Any]):
             value = packed.value()
         except CodecError as exc:
             security_log.error(
-                "session %s: value of %r cannot be decoded (%s); dropped",
-                self._log_id,
-                key[:40],
-                exc,
+                "session %s: a stored value cannot be decoded (%s); dropped", self._log_id, exc
             )
             del self._data[key]
             return _MISSING

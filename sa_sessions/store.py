@@ -127,7 +127,7 @@ def _decoded(data: Mapping[str, Any]) -> dict[str, Any]:
             try:
                 value = value.value()
             except CodecError:
-                security_log.error("session value %r cannot be decoded; hooks skip it", key[:40])
+                security_log.error("a stored session value cannot be decoded; hooks skip it")
                 continue
         view[key] = value
     return view
