@@ -23,6 +23,7 @@ from dataclasses import field
 from typing import Any
 
 import pytest
+from dogpile.cache.region import CacheRegion
 from sqlalchemy import Engine
 from sqlalchemy import Integer
 from sqlalchemy import create_engine
@@ -188,6 +189,15 @@ class MemcachedProcess:
 
 def memcached_binary() -> str | None:
     return os.environ.get("SA_SESSIONS_MEMCACHED_BIN") or shutil.which("memcached")
+
+
+@pytest.fixture
+def regions() -> Iterator[list[CacheRegion]]:
+    """Regions created by a test; their (thread-local) client sockets are closed after."""
+    made: list[CacheRegion] = []
+    yield made
+    for region in made:
+        region.backend.client.close()
 
 
 @pytest.fixture(scope="session")

@@ -97,15 +97,6 @@ class MkdirGadget:
 
 
 @pytest.fixture
-def regions() -> Iterator[list[CacheRegion]]:
-    """Regions created by a test; their (thread-local) client sockets are closed after."""
-    made: list[CacheRegion] = []
-    yield made
-    for region in made:
-        region.backend.client.close()
-
-
-@pytest.fixture
 def region(memcached: Any, regions: list[CacheRegion]) -> CacheRegion:
     made = memcached_region([memcached.address])
     regions.append(made)

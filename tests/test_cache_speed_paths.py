@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Callable
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -34,14 +33,6 @@ def hasher_with(nodes: list[str]) -> RendezvousHasher:
     for node in nodes:
         hasher.add_node(node)
     return hasher
-
-
-@pytest.fixture
-def regions() -> Iterator[list[CacheRegion]]:
-    made: list[CacheRegion] = []
-    yield made
-    for region in made:
-        region.backend.client.close()
 
 
 # --------------------------------------------------------------------------- hasher
