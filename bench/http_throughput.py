@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers
+from memcached_proc import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP_START = "<!-- http-throughput:start -->"
@@ -89,7 +90,7 @@ class Server:
 
 
 def start_server(layer: str, memcached: str, threads: int) -> Server:
-    port = peers.free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -44,7 +44,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -61,6 +60,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from memcached_proc import MemcachedProcess
+from memcached_proc import free_port
+from memcached_proc import memcached_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB_URL = "mysql+mysqldb://root@localhost/test"
@@ -87,50 +92,7 @@ def load_demo() -> ModuleType:
     return module
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # --------------------------------------------------------------------------- services
-
-
-@dataclass
-class Memcached:
-    binary: str
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        args = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64"]
-        if os.geteuid() == 0:
-            args += ["-u", "nobody"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"memcached did not start on port {self.port}")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(5)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(5)
-            self.proc = None
 
 
 @contextmanager
@@ -646,12 +608,12 @@ def count_log_lines(paths: list[Path]) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    binary = os.environ.get("SA_SESSIONS_MEMCACHED_BIN") or shutil.which("memcached")
+    binary = memcached_binary()
     if binary is None:
         raise SystemExit("memcached binary not found (set SA_SESSIONS_MEMCACHED_BIN)")
     base_url = os.environ.get("SA_SESSIONS_DB_URL") or DEFAULT_DB_URL
     demo = load_demo()
-    pool = [Memcached(binary), Memcached(binary)]
+    pool = [MemcachedProcess(binary), MemcachedProcess(binary)]
     workers: list[Worker] = []
     logs = Path(tempfile.mkdtemp(prefix="sa-load-"))
     with private_database(base_url) as db_url:
@@ -686,7 +648,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report(args, clients, check, info, events, lines)
 
 
-def drive(args: argparse.Namespace, ports: list[int], pool: list[Memcached]) -> Any:
+def drive(args: argparse.Namespace, ports: list[int], pool: list[MemcachedProcess]) -> Any:
     began = time.monotonic()
     clients = [
         Client(i, ports, began, random.Random(args.seed * 1000 + i)) for i in range(args.clients)

@@ -31,7 +31,6 @@ import os
 import random
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,8 @@ from dataclasses import field
 from typing import Any
 
 import bottle
+from memcached_proc import MemcachedProcess
+from memcached_proc import memcached_binary
 
 MYSQL_URL = os.environ.get("SA_SESSIONS_MYSQL_URL", "mysql+mysqldb://root@localhost/test")
 
@@ -885,40 +886,21 @@ def server_ops(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 # --------------------------------------------------------------------------- memcached
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def memcached_server(address: str | None = None) -> Iterator[str]:
     """Yield ``host:port`` of a private memcached (started here unless ``address``)."""
     if address:
         yield address
         return
-    binary = os.environ.get("SA_SESSIONS_MEMCACHED_BIN") or shutil.which("memcached")
+    binary = memcached_binary()
     if binary is None:
         raise RuntimeError("memcached binary not found (set SA_SESSIONS_MEMCACHED_BIN)")
-    port = free_port()
-    args = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64"]
-    if os.geteuid() == 0:
-        args += ["-u", "nobody"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = MemcachedProcess(binary)
+    server.start()
     try:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("memcached did not start") from None
-                time.sleep(0.02)
-        yield f"127.0.0.1:{port}"
+        yield server.address
     finally:
-        proc.terminate()
-        proc.wait(5)
+        server.stop()
 
 
 def sha256_hex(text: str) -> str:

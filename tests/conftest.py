@@ -11,15 +11,15 @@ Environment:
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import shutil
-import socket
-import subprocess
-import time
+import sys
 from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -143,52 +143,21 @@ def sql_log(engine: Engine) -> Iterator[StatementLog]:
 # --------------------------------------------------------------------------- memcached
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _load_memcached_proc() -> ModuleType:
+    """bench/memcached_proc.py: the one memcached launcher of the tests and benchmarks."""
+    path = Path(__file__).resolve().parent.parent / "bench" / "memcached_proc.py"
+    spec = importlib.util.spec_from_file_location("sa_sessions_memcached_proc", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building
+    spec.loader.exec_module(module)
+    return module
 
 
-@dataclass
-class MemcachedProcess:
-    """A real memcached on a free loopback port; stop()/start() simulate outages."""
-
-    binary: str
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        args = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64"]
-        if os.geteuid() == 0:
-            args += ["-u", "nobody"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"memcached did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(5)
-            self.proc = None
-
-    def flush(self) -> None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-            sock.sendall(b"flush_all\r\n")
-            sock.recv(64)
-
-
-def memcached_binary() -> str | None:
-    return os.environ.get("SA_SESSIONS_MEMCACHED_BIN") or shutil.which("memcached")
+_memcached_proc = _load_memcached_proc()
+MemcachedProcess = _memcached_proc.MemcachedProcess
+free_port = _memcached_proc.free_port
+memcached_binary = _memcached_proc.memcached_binary
 
 
 @pytest.fixture
