@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -67,6 +68,37 @@ class MemcachedProcess:
             self.proc.kill()
             self.proc.wait(5)
             self.proc = None
+
+    def freeze(self) -> None:
+        """A hung server (SIGSTOP): connections stay open, nothing answers.
+
+        The signal stops the threads asynchronously, so this waits until every thread
+        reports state ``T``: a request sent right after it must not be served.
+        """
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        self._wait_for_state(stopped=True)
+
+    def thaw(self) -> None:
+        """Resume a frozen server (SIGCONT) and wait until it runs again."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+            self._wait_for_state(stopped=False)
+
+    def _wait_for_state(self, *, stopped: bool) -> None:
+        assert self.proc is not None
+        tasks = f"/proc/{self.proc.pid}/task"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            states = []
+            for tid in os.listdir(tasks):
+                with open(f"{tasks}/{tid}/stat") as stat:
+                    # The state follows the command name, which is in parentheses.
+                    states.append(stat.read().rsplit(")", 1)[1].split()[0])
+            if all((state == "T") == stopped for state in states):
+                return
+            time.sleep(0.001)
+        raise RuntimeError(f"memcached did not {'stop' if stopped else 'resume'} in 5 s")
 
     def flush(self) -> None:
         """Drop every item (``flush_all``)."""

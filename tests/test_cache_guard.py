@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -47,8 +46,7 @@ def test_entry_written_while_memcached_hung_is_never_served_stale(
     assert store.cache is not None
     assert store.cache.get(record.hashed_id) is not None
 
-    assert server.proc is not None
-    server.proc.send_signal(signal.SIGSTOP)
+    server.freeze()
     try:
         started = time.monotonic()
         saved = store.update(record, {"step": 2}, meta())  # cache set times out
@@ -58,7 +56,7 @@ def test_entry_written_while_memcached_hung_is_never_served_stale(
         loaded = store.load(sid)  # the suspect key is not read from the cache
         assert loaded is not None and loaded.data == {"step": 2}
     finally:
-        server.proc.send_signal(signal.SIGCONT)
+        server.thaw()
 
     time.sleep(0.4)  # past HashClient's retry window
     for _ in range(3):

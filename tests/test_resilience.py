@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import http.client
 import math
-import signal
 import statistics
 import struct
 import threading
@@ -527,14 +526,6 @@ def fault_store(web: Web, servers: list[str], **options: Any) -> SessionStore[An
     return web.new_store(region=region, circuit_breaker=breaker)
 
 
-def kill(server: MemcachedProcess) -> None:
-    """SIGKILL: the process dies at once, its connections are reset, its data is gone."""
-    assert server.proc is not None
-    server.proc.kill()
-    server.proc.wait(5)
-    server.proc = None
-
-
 WORKERS = 6
 
 
@@ -552,7 +543,7 @@ def test_memcached_killed_mid_load_then_restarted(
     try:
         time.sleep(1.5)
         killed_at = run.now()
-        kill(server)
+        server.kill()
         errors_before = store.cache.stats.errors
         time.sleep(2.0)
         restarted_at = run.now()
@@ -603,14 +594,13 @@ def test_memcached_frozen_mid_load_costs_at_most_the_timeout(
     try:
         time.sleep(1.0)
         frozen_at = run.now()
-        server.proc.send_signal(signal.SIGSTOP)
+        server.freeze()
         time.sleep(freeze)
         thawed_at = run.now()
-        server.proc.send_signal(signal.SIGCONT)
+        server.thaw()
         time.sleep(3.0)
     finally:
-        if server.proc is not None:
-            server.proc.send_signal(signal.SIGCONT)
+        server.thaw()
         run.finish()
     run.verify(web, store)
     assert run.workers[0].terminated and run.workers[1].terminated
@@ -658,7 +648,7 @@ def test_two_server_pool_with_one_node_killed_and_returning(
     try:
         time.sleep(1.5)
         killed_at = run.now()
-        kill(b)
+        b.kill()
         time.sleep(3.0)
         rehashed = [raw_version(a.address, w.sid) for w in on_b]
         restarted_at = run.now()
@@ -707,7 +697,7 @@ def test_a_delete_pymemcache_skips_stays_pending(
     gone, other = new_session_id(), new_session_id()
     store.create(gone, {"user": 1}, _meta(web))
     store.create(other, {"x": 1}, _meta(web))
-    server.proc.send_signal(signal.SIGSTOP)
+    server.freeze()
     try:
         assert store.load(other) is not None  # times out: node marked failed; from the row
         store.delete(gone)  # the logout: row deleted; HashClient skips the cache delete
@@ -715,7 +705,7 @@ def test_a_delete_pymemcache_skips_stays_pending(
         assert store.load(other) is not None  # a skipped get proves nothing either
         assert store.cache.pending_invalidations == 1
     finally:
-        server.proc.send_signal(signal.SIGCONT)
+        server.thaw()
     assert raw_version(server.address, gone) == 1  # the old copy is still there
     time.sleep(1.1)  # past retry_timeout: the next call really reaches the server
     assert store.load(other) is not None
@@ -737,7 +727,7 @@ def test_one_dead_node_does_not_switch_the_pool_off(
         sid = new_session_id()
         record = store.create(sid, {"n": 0}, _meta(web))
         records["a" if raw_version(a.address, sid) else "b"] = record
-    kill(b)
+    b.kill()
     for _ in range(30):
         for record in records.values():
             assert store.load(record.session_id) is not None
