@@ -567,8 +567,10 @@ def test_row23_oversized_cookie_and_header(web: Web, caplog: pytest.LogCaptureFi
         ('a="' + BACKSLASH * 7000 + f'"; {COOKIE}={valid[:-3]}xyz', True),  # under 8 KiB
     ]
     for header, warning in cases:
-        elapsed = assert_new(web, caplog, mw, header, warning=warning)
-        assert elapsed < 0.05
+        # Best of three: a quadratic parser takes seconds every time, a busy CI
+        # machine only delays one attempt now and then.
+        fastest = min(assert_new(web, caplog, mw, header, warning=warning) for _ in range(3))
+        assert fastest < 0.05
 
 
 # --------------------------------------------------------------------------- rows 24-30

@@ -160,14 +160,16 @@ class TestReadCookieValues:
 
     def test_16k_backslash_header_is_skipped_fast(self, caplog: pytest.LogCaptureFixture) -> None:
         header = "s=" + "\\" * 16_384
+        timings = []
         with caplog.at_level(logging.INFO, logger=SECURITY_LOGGER):
-            start = time.perf_counter()
-            found = read_cookie_values(header, "s")
-            elapsed = time.perf_counter() - start
-        assert found == []
-        assert elapsed < 0.05
+            for _ in range(3):  # best of three: a busy machine delays one attempt, not all
+                start = time.perf_counter()
+                found = read_cookie_values(header, "s")
+                timings.append(time.perf_counter() - start)
+                assert found == []
+        assert min(timings) < 0.05
         infos = [r for r in caplog.records if r.name == SECURITY_LOGGER]
-        assert len(infos) == 1
+        assert len(infos) == 3
         assert infos[0].levelno == logging.INFO
         assert "\\\\" not in infos[0].getMessage()
 
