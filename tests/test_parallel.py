@@ -24,6 +24,7 @@ from .webapp import Web
 from .webapp import call
 from .webapp import clock_fixture  # noqa: F401
 from .webapp import db_kind_fixture  # noqa: F401
+from .webapp import parallel
 from .webapp import region_fixture  # noqa: F401
 from .webapp import web_fixture  # noqa: F401
 
@@ -55,24 +56,11 @@ def run_parallel(web: Web, *, barrier: bool, **options: Any) -> tuple[str, list[
     first = call(mw, "set=base:0&show")
     (sc,) = first.set_cookies
     cookie = f"{COOKIE}={sc.value}"
-    results: list[Result | BaseException] = [RuntimeError("not run")] * THREADS
-
-    def worker(i: int) -> None:
-        try:
-            results[i] = call(mw, f"get=base&hook=sync&set=k{i}:{i}", cookie=cookie)
-        except BaseException as exc:  # reported below
-            results[i] = exc
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads)
-    failures = [r for r in results if not isinstance(r, Result)]
-    assert failures == []
+    results = parallel(
+        THREADS, lambda i: call(mw, f"get=base&hook=sync&set=k{i}:{i}", cookie=cookie)
+    )
     assert [f"{type(e).__name__}: {e}" for e in errors] == []
-    return cookie, [r for r in results if isinstance(r, Result)]
+    return cookie, results
 
 
 @pytest.mark.parametrize("barrier", [False, True], ids=["free", "all-load-first"])

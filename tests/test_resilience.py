@@ -55,6 +55,7 @@ from .webapp import Result
 from .webapp import Web
 from .webapp import call
 from .webapp import clock_fixture  # noqa: F401
+from .webapp import parallel
 from .webapp import region_fixture  # noqa: F401
 from .webapp import web_fixture  # noqa: F401
 
@@ -84,27 +85,6 @@ def engine(db_kind: str) -> Iterator[Engine]:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def parallel(count: int, work: Callable[[int], Result]) -> list[Result]:
-    """Run ``work(i)`` in ``count`` threads at once; every call must return."""
-    results: list[Result | BaseException | None] = [None] * count
-
-    def run(i: int) -> None:
-        try:
-            results[i] = work(i)
-        except BaseException as exc:  # reported below
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads)
-    failures = [r for r in results if not isinstance(r, Result)]
-    assert failures == []
-    return [r for r in results if isinstance(r, Result)]
 
 
 def start(mw: SessionMiddleware, query: str) -> tuple[str, str]:

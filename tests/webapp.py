@@ -42,6 +42,7 @@ import json
 import random
 import string
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -577,3 +578,24 @@ def call(
             close()
     status, headers = seen[-1]
     return Result(int(status.split()[0]), headers, body)
+
+
+def parallel(count: int, work: Callable[[int], Result]) -> list[Result]:
+    """Run ``work(i)`` in ``count`` threads at once; every call must return."""
+    results: list[Result | BaseException | None] = [None] * count
+
+    def run(i: int) -> None:
+        try:
+            results[i] = work(i)
+        except BaseException as exc:  # reported below
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    failures = [r for r in results if not isinstance(r, Result)]
+    assert failures == []
+    return [r for r in results if isinstance(r, Result)]
