@@ -118,14 +118,23 @@ def no_session_cookie(driver: Any) -> None:
 
 
 def submit(driver: Any, css: str) -> None:
-    """Click a submit button and wait for the next page."""
+    """Click a submit button and wait until the browser shows the next page.
+
+    A marker set on the current page's ``window`` disappears when the next document
+    loads.  Waiting for the clicked element to go stale instead asks the driver about
+    a node of a document that may already be gone, which newer Chromium answers with
+    an "unhandled inspector error" rather than a stale-element error.
+    """
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    button = driver.find_element(By.CSS_SELECTOR, css)
-    button.click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(button))
+    driver.execute_script("window.__sa_sessions_old_page = true;")
+    driver.find_element(By.CSS_SELECTOR, css).click()
+    WebDriverWait(driver, 15).until(
+        lambda d: d.execute_script(
+            "return document.readyState === 'complete' && !window.__sa_sessions_old_page;"
+        )
+    )
 
 
 def text(driver: Any) -> str:
