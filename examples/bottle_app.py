@@ -61,6 +61,7 @@ from sa_sessions import SessionModel
 from sa_sessions import SessionStore
 from sa_sessions import memcached_region
 from sa_sessions import memory_region
+from sa_sessions._redact import redact_url
 from sa_sessions.bottle import SessionPlugin
 from sa_sessions.ids import hash_session_id
 from sa_sessions.model import UtcDateTime
@@ -156,7 +157,7 @@ def create_app(
     Demo(store, sessionmaker(engine, expire_on_commit=False)).add_routes(app, plugin)
     log.info(
         "demo app: database %s, cache %s",
-        engine.url.render_as_string(hide_password=True),
+        redact_url(engine.url),  # no password, not even one in the query string
         ",".join(servers) if servers else "in-process memory",
     )
     return app

@@ -11,7 +11,9 @@ Time buckets are computed in UTC on every dialect (``to_char(... AT TIME ZONE
 'UTC')`` on PostgreSQL, a prefix of the stored UTC text on MySQL/MariaDB and
 SQLite) and come back as aware UTC datetimes.  Blob sizes are in bytes
 (``octet_length`` on PostgreSQL, ``length`` elsewhere).  :func:`collect_stats`
-gathers what ``sa-sessions stats`` shows.
+gathers what ``sa-sessions stats`` shows.  A model that is not a mapped
+:class:`~sa_sessions.SessionModel` subclass raises
+:class:`~sa_sessions.SessionConfigError` (:func:`~sa_sessions.model.session_table`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from sqlalchemy import Engine
 from sqlalchemy import Integer
 from sqlalchemy import Select
 from sqlalchemy import String
-from sqlalchemy import Table
 from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy.engine import Dialect
@@ -42,6 +43,7 @@ from sqlalchemy.types import TypeDecorator
 from ._clock import UTC
 from ._clock import utcnow
 from .model import SessionModel
+from .model import session_table as session_table  # re-exported: it used to live here
 
 # --------------------------------------------------------------------------- SQL pieces
 
@@ -144,14 +146,6 @@ def user_column(model: type[SessionModel], name: str = "user_id") -> Column[Any]
     """The model's column ``name`` (e.g. a user id set by a ``columns=`` hook), or None."""
     column: Column[Any] | None = session_table(model).c.get(name)
     return column
-
-
-def session_table(model: type[SessionModel]) -> Table:
-    """The :class:`~sqlalchemy.Table` a mapped session model lives in."""
-    table = getattr(model, "__table__", None)
-    if not isinstance(table, Table):
-        raise TypeError(f"{model.__name__} is not mapped to a table")
-    return table
 
 
 def sessions_per_user(
@@ -313,6 +307,7 @@ def collect_stats(
     now: datetime | None = None,
 ) -> SessionStats:
     """Counts, creations per UTC day (``days`` days, today included), blob sizes, top users."""
+    table = session_table(model)  # a wrong model fails here, before any query
     if days < 1:
         raise ValueError("days must be at least 1")
     now = now or utcnow()
@@ -339,7 +334,7 @@ def collect_stats(
         average=None if average is None else round(float(average), 1),
     )
     return SessionStats(
-        table=session_table(model).fullname,
+        table=table.fullname,
         generated_at=now,
         active=active,
         expired=expired,

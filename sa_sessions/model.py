@@ -1,8 +1,9 @@
 """The :class:`SessionModel` declarative mixin: sessions as rows of YOUR table.
 
 Mix it into your own declarative ``Base``; your metadata owns the table, so
-Alembic autogenerate sees it like any other model, and you can add your own
-columns, foreign keys and relationships next to the session's::
+Alembic autogenerate sees it like any other model (with the two hooks of
+:mod:`sa_sessions.alembic` in ``env.py``: docs/alembic.md), and you can add your
+own columns, foreign keys and relationships next to the session's::
 
     from sqlalchemy import ForeignKey
     from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -48,6 +49,7 @@ from sqlalchemy import DateTime
 from sqlalchemy import Integer
 from sqlalchemy import LargeBinary
 from sqlalchemy import String
+from sqlalchemy import Table
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
@@ -63,6 +65,7 @@ from sqlalchemy.types import TypeEngine
 
 from ._clock import UTC
 from ._clock import utcnow
+from .exceptions import SessionConfigError
 
 MYSQL_DIALECTS = frozenset({"mysql", "mariadb"})
 
@@ -180,3 +183,25 @@ class SessionModel:
             f"<{type(self).__name__} id={self.id[:12]}... version={self.version} "
             f"expires_at={self.expires_at.isoformat() if self.expires_at else None}>"
         )
+
+
+def session_table(model: object) -> Table:
+    """The :class:`~sqlalchemy.Table` of a mapped :class:`SessionModel` subclass.
+
+    The one check behind ``SessionStore``, the CLI and :mod:`sa_sessions.analytics`,
+    so a wrong model gets the same clear :class:`~sa_sessions.SessionConfigError`
+    everywhere instead of an ``AttributeError`` deep inside a query.
+    """
+    if not isinstance(model, type):
+        raise SessionConfigError(
+            f"expected a SessionModel subclass, not an instance of {type(model).__name__}"
+        )
+    if not issubclass(model, SessionModel):
+        raise SessionConfigError(f"{model.__name__} is not a SessionModel subclass")
+    table = getattr(model, "__table__", None)
+    if not isinstance(table, Table):
+        raise SessionConfigError(
+            f"{model.__name__} is not mapped to a table: mix SessionModel into a "
+            "declarative Base and give the class a __tablename__"
+        )
+    return table

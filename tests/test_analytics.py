@@ -20,12 +20,15 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy import create_engine
 from sqlalchemy import select
 from sqlalchemy import text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite
 
+from sa_sessions import SessionConfigError
+from sa_sessions import SessionModel
 from sa_sessions import analytics
 from sa_sessions.analytics import blob_length
 from sa_sessions.analytics import percentiles
@@ -234,3 +237,38 @@ def test_sessions_per_user_needs_the_column() -> None:
     assert analytics.user_column(DefaultSession) is None
     with pytest.raises(ValueError, match="no 'user_id' column"):
         analytics.sessions_per_user(DefaultSession)
+
+
+def test_session_table_is_the_model_modules_one() -> None:
+    """One check for "a mapped SessionModel" (sa_sessions.model), still importable from here."""
+    from sa_sessions.default_model import DefaultSession
+    from sa_sessions.model import session_table
+
+    assert analytics.session_table is session_table
+    assert analytics.session_table(DefaultSession).name == "sa_sessions"
+
+
+class _NotASessionModel:
+    created_at = None
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (_NotASessionModel, "_NotASessionModel is not a SessionModel subclass"),
+        ("WebSession", "expected a SessionModel subclass, not an instance of str"),
+        (
+            SessionModel,
+            "SessionModel is not mapped to a table: mix SessionModel into a declarative",
+        ),
+    ],
+)
+def test_a_wrong_model_is_a_config_error(model: Any, message: str) -> None:
+    with pytest.raises(SessionConfigError, match=message):
+        analytics.session_table(model)
+    with pytest.raises(SessionConfigError, match=message):
+        analytics.user_column(model)
+    engine = create_engine("sqlite://")
+    with pytest.raises(SessionConfigError, match=message):
+        analytics.collect_stats(engine, model)  # before any query
+    engine.dispose()
