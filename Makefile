@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: demo test lint format pytest bench bench-http clean
+.PHONY: demo test lint format pytest bench bench-http mutate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,8 @@ demo: $(VENV)/.demo
 	$(PY) examples/bottle_app.py --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check sa_sessions tests examples bench
-	$(VENV)/bin/ruff format --check sa_sessions tests examples bench
+	$(VENV)/bin/ruff check sa_sessions tests examples bench tools
+	$(VENV)/bin/ruff format --check sa_sessions tests examples bench tools
 	$(VENV)/bin/mypy
 
 pytest: $(VENV)/.installed
@@ -36,14 +36,18 @@ pytest: $(VENV)/.installed
 test: lint pytest
 
 format: $(VENV)/.installed
-	$(VENV)/bin/ruff format sa_sessions tests examples bench
-	$(VENV)/bin/ruff check --fix sa_sessions tests examples bench
+	$(VENV)/bin/ruff format sa_sessions tests examples bench tools
+	$(VENV)/bin/ruff check --fix sa_sessions tests examples bench tools
 
 bench: $(VENV)/.installed
 	$(PY) bench/compare.py
 
 bench-http: $(VENV)/.installed
 	$(PY) bench/http_throughput.py
+
+# Mutation testing of the security-critical modules (each must kill 98 % or more).
+mutate: $(VENV)/.installed
+	$(PY) tools/mutate.py $(MUTATE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

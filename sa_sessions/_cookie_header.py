@@ -2,7 +2,8 @@
 
 Private helper of :mod:`sa_sessions.cookies` (import the names from there).  Framework
 free: the raw ``HTTP_COOKIE`` string goes in, complete header values come out, so the
-library never depends on ``http.cookies``' parser quirks or on Bottle's cookie API (R12, R22).
+library depends neither on ``http.cookies``' parser (which gives up on the first odd pair)
+nor on a framework's cookie API, and every attribute it writes is checked here.
 """
 
 from __future__ import annotations
@@ -25,23 +26,25 @@ __all__ = [
 
 SameSite = Literal["lax", "strict", "none"]
 
-#: Browsers must store cookies of at least this many bytes, name, value and
-#: attributes included (RFC 6265 §6.1, ASVS 3.3.5); larger ones may be dropped.
+#: The largest cookie every browser must store, name, value and attributes included;
+#: a larger one may be silently dropped, losing the session with it.
 MAX_COOKIE_BYTES = 4096
 
-#: ``Cookie`` headers longer than this are not parsed at all (R14).
+#: ``Cookie`` headers longer than this are not parsed at all: no legitimate client
+#: sends one (two full-size cookies fit), and it bounds the work a request can cause.
 DEFAULT_MAX_HEADER_BYTES = 8192
 
-#: Browsers ignore attributes longer than this (RFC 6265bis).
+#: Browsers ignore a cookie attribute longer than this: a longer Path or Domain would
+#: silently not apply.
 _MAX_ATTRIBUTE_BYTES = 1024
 
 _log = logging.getLogger("sa_sessions.security")
 
 # RFC 7230 tchar, which is what RFC 6265 means by a cookie-name token.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# What we ever put in a value: R11 (base64url plus "." separators).
+# What we ever put in a value: base64url plus "." separators, nothing to quote.
 _VALUE = re.compile(r"[A-Za-z0-9._-]*")
-# Printable ASCII without space, ";" and "," (no CR/LF/NUL header injection, R10).
+# Printable ASCII without space, ";" and ",": no CR/LF/NUL, so no header injection.
 _ATTRIBUTE = re.compile(r"[!-+\--:<-~]+")
 _DOMAIN = re.compile(r"\.?[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _SAMESITE_TEXT = {"lax": "Lax", "strict": "Strict", "none": "None"}
@@ -57,8 +60,9 @@ def read_cookie_values(
 
     A tolerant linear split (``;``, strip, first ``=``) instead of ``http.cookies``' parser,
     which stops at the first malformed pair, keeps only the last duplicate and is
-    quadratic on backslashes (R12-R14).  Duplicates are all returned so the caller can
-    try each and accept the first that verifies (R13).
+    quadratic on backslashes.  Duplicates are all returned, so the caller can try each
+    and accept the first that verifies: a cookie planted for a wider path or domain
+    cannot shadow the genuine one.
     """
     if not header:
         return []
@@ -84,7 +88,7 @@ def read_cookie_values(
 
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def http_date(moment: datetime) -> str:
@@ -98,7 +102,7 @@ def http_date(moment: datetime) -> str:
     return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (  # noqa: UP031 (measured: the fastest)
         _WEEKDAYS[moment.weekday()],
         moment.day,
-        _MONTHS[moment.month],
+        _MONTHS[moment.month - 1],
         moment.year,
         moment.hour,
         moment.minute,
@@ -125,17 +129,17 @@ class CookiePolicy:
     sessions; ``True`` always; ``False`` never (plain-http development; ssl-only
     sessions are then refused).  A Secure cookie is named ``__Host-<name>`` when
     ``host_prefix`` is true, so a sibling subdomain or a network attacker on http
-    cannot plant or shadow it (R7).
+    cannot plant or shadow it.
 
     Rule for the prefix: ``__Host-`` requires ``Path=/`` and no ``Domain``; asking for
     both ``host_prefix=True`` and a ``domain`` or another ``path`` raises
     :class:`SessionConfigError` unless ``secure=False`` (then no cookie is ever Secure,
     the prefix is never used, and the combination is harmless).  Pass
-    ``host_prefix=False`` to scope a Secure cookie to a path or domain (R8).
+    ``host_prefix=False`` to scope a Secure cookie to a path or domain.
 
     ``samesite="none"`` requires ``secure=True``: browsers drop ``SameSite=None``
     cookies without ``Secure``, and with ``secure=None`` every http response would
-    carry such a cookie (R9).
+    carry such a cookie.
     """
 
     __slots__ = (
@@ -228,7 +232,7 @@ class CookiePolicy:
         return self.name
 
     def is_secure(self, *, https: bool, ssl_only: bool) -> bool:
-        """Whether this response's cookie gets ``Secure`` (R7).
+        """Whether this response's cookie gets ``Secure``.
 
         :raises SessionConfigError: an ssl-only session with ``secure=False``.
         """
@@ -240,8 +244,8 @@ class CookiePolicy:
             return False
         return self.secure is True or https or ssl_only
 
-    def names_to_read(self, *, https: bool) -> tuple[str, ...]:
-        """Cookie names to look for, most trusted first.
+    def name_to_read(self, *, https: bool) -> str:
+        """The one cookie name to look for on such a request (precomputed).
 
         Exactly the name this policy writes for a non-ssl-only session on such a
         request.  On https with ``secure=None`` the plain name is deliberately NOT read:
@@ -251,10 +255,6 @@ class CookiePolicy:
         it), except with ``secure=True``, where every cookie we write carries that name
         (e.g. behind a TLS proxy that does not report the scheme).
         """
-        return (self.name_to_read(https=https),)
-
-    def name_to_read(self, *, https: bool) -> str:
-        """The one name :meth:`names_to_read` returns (precomputed)."""
         return self._read_names[https]
 
     def set_cookie_header(
@@ -264,7 +264,7 @@ class CookiePolicy:
 
         ``Expires`` is real GMT whatever the local time zone (the origin labelled local
         time GMT); ``Max-Age`` is whole seconds left, never negative.  Both are hints:
-        the signed expiry is what is enforced (R21).
+        the signed expiry is what is enforced, whatever the browser does with them.
         """
         if _VALUE.fullmatch(value) is None:
             raise ValueError("cookie values may only contain [A-Za-z0-9._-]")
@@ -289,7 +289,7 @@ class CookiePolicy:
         )
 
     def delete_cookie_header(self, *, secure: bool) -> str:
-        """A header that removes the cookie: same name, Path and Domain, expired (R16).
+        """A header that removes the cookie: same name, Path and Domain, expired.
 
         ``secure`` must match the cookie being deleted: browsers ignore a
         ``__Host-`` cookie, even an expiring one, that lacks ``Secure``.
@@ -305,8 +305,3 @@ class CookiePolicy:
                 self._attrs_tail,
             )
         )
-
-    @staticmethod
-    def fits(header_value: str) -> bool:
-        """True when the whole ``name=value; attributes`` string is at most 4096 bytes (R22)."""
-        return len(header_value.encode("utf-8")) <= MAX_COOKIE_BYTES

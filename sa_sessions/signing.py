@@ -2,7 +2,11 @@
 
 Stdlib only.  A :class:`KeyRing` holds the application's master keys (oldest
 first, the LAST one is current) and derives one key per purpose, so a cookie
-signature can never pass as a blob MAC or vice versa (SECURITY.md R19).
+signature can never pass as a blob MAC or vice versa.
+
+The derivation (:func:`derive_key`) is a wire format: changing its label or layout
+changes every derived key, which invalidates every cookie and stored session at the
+next deploy.  ``tests/test_wire_vectors.py`` pins it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Sequence
 
 from .exceptions import SessionConfigError
 
-#: Shortest master key accepted, in bytes (SECURITY.md R56).
+#: Shortest master key accepted, in bytes: 256 bits, the strength of the HMAC itself.
 MIN_KEY_BYTES = 32
 
 _DERIVATION_LABEL = b"sa_sessions.v1"

@@ -5,12 +5,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from typing import Any
 
 import pytest
 
+from sa_sessions.exceptions import SessionConfigError
+from sa_sessions.signing import MIN_KEY_BYTES
 from sa_sessions.signing import KeyRing
+from sa_sessions.signing import Secret
 from sa_sessions.signing import _KeyedSha256
 from sa_sessions.signing import derive_key
+from sa_sessions.signing import normalize_keys
 
 MASTER = b"signing-test-master-key-0123456789abcdef"
 OTHER = b"another-master-key-for-rotation-0123456789"
@@ -47,3 +52,48 @@ def test_verify_tries_every_key_and_refuses_tampering() -> None:
     assert ring.verify(b"message", old[:-1] + bytes([old[-1] ^ 1])) is None
     assert ring.verify(b"message", b"") is None
     assert KeyRing(MASTER, "p").verify(b"message", old) is None
+
+
+# --------------------------------------------------------------------------- key validation
+
+
+def test_keys_of_exactly_the_minimum_length() -> None:
+    assert MIN_KEY_BYTES == 32
+    assert normalize_keys(b"k" * 32)[0].reveal() == b"k" * 32
+    assert normalize_keys("k" * 32)[0].reveal() == b"k" * 32
+    assert normalize_keys("é" * 16)[0].reveal() == "é".encode() * 16  # bytes, not characters
+    for short in (b"k" * 31, "k" * 31, "é" * 15 + "k", b""):
+        with pytest.raises(SessionConfigError, match="at least 32 bytes"):
+            normalize_keys(short)
+
+
+@pytest.mark.parametrize("key", [12345, None, 3.5, bytearray(b"k" * 40), memoryview(b"k" * 40)])
+def test_a_key_in_a_list_must_be_bytes_or_str(key: Any) -> None:
+    with pytest.raises(SessionConfigError, match=r"cookie key must be bytes or str, not \w+"):
+        normalize_keys([MASTER, key], "cookie key")
+
+
+@pytest.mark.parametrize("keys", [12345, None, {MASTER}, iter([MASTER]), bytearray(MASTER)])
+def test_keys_must_be_a_key_or_a_list_of_keys(keys: Any) -> None:
+    with pytest.raises(SessionConfigError, match="secret key is required"):
+        normalize_keys(keys)
+
+
+@pytest.mark.parametrize("keys", [[], ()])
+def test_an_empty_rotation_list_is_refused(keys: Any) -> None:
+    with pytest.raises(SessionConfigError, match="blob key is required"):
+        normalize_keys(keys, "blob key")
+
+
+def test_rotation_lists_keep_their_order() -> None:
+    secret = Secret(OTHER)
+    keys = normalize_keys((MASTER, "s" * 32, secret))
+    assert [key.reveal() for key in keys] == [MASTER, b"s" * 32, OTHER]
+    assert normalize_keys(secret)[0].reveal() == OTHER
+
+
+def test_secrets_stay_out_of_text() -> None:
+    secret = Secret(MASTER)
+    assert repr(secret) == str(secret) == "Secret('**********')"
+    assert repr(KeyRing([OTHER, MASTER], "p")) == "KeyRing(<2 keys>)"
+    assert MASTER.decode() not in repr(normalize_keys(MASTER))
