@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: demo test lint format pytest bench bench-http mutate clean
+.PHONY: demo test lint format pytest bench bench-http chaos mutate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.demo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -e '.[bottle]'
 	touch $@
 
 demo: $(VENV)/.demo
@@ -48,6 +48,10 @@ bench-http: $(VENV)/.installed
 # Mutation testing of the security-critical modules (each must kill 98 % or more).
 mutate: $(VENV)/.installed
 	$(PY) tools/mutate.py $(MUTATE_ARGS)
+
+# Ten 30-second chaos runs on memcached and on Redis (MariaDB: SA_SESSIONS_DB_URL).
+chaos: $(VENV)/.installed
+	$(PY) bench/chaos_series.py --runs 10 --duration 30 $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -360,23 +360,22 @@ BREAKDOWN = (
     ("sa_sessions.wsgi", "SessionMiddleware.__call__", "whole request in SessionMiddleware", 0),
     ("sa_sessions.cookies", "CookieCodec.decode", "read cookie: verify HMAC + parse", 1),
     ("sa_sessions.store", "SessionStore.load", "SessionStore.load", 1),
-    ("sa_sessions._cache_guard", "GuardedCache.get", "cache get (GuardedCache, dogpile)", 2),
-    ("pymemcache.client.hash", "HashClient._get_client", "HashClient key check + hash", 3),
+    ("sa_sessions.cache.guard", "SessionCache.read", "cache read (entry tag checked)", 2),
     ("pymemcache.client.base", "Client._fetch_cmd", "pymemcache round trip + parsing", 3),
     ("sa_sessions.codec.blob", "BlobCodec.open_lazy", "BlobCodec.open_lazy (MAC, key index)", 2),
-    ("sa_sessions.codec.blob", "BlobCodec._inflate", "inflate", 3),
+    ("sa_sessions.codec.inflate", "inflate", "inflate", 3),
     ("sa_sessions.codec.blob", "BlobCodec._unpickle", "restricted unpickle", 3),
     ("sa_sessions.codec.blob", "Packed.value", "unpickle a value the app reads", 1),
-    ("sa_sessions._persist", "save_session", "save at start_response", 1),
-    ("sa_sessions._persist", "_data_cookie", "try the whole session as a cookie", 2),
+    ("sa_sessions.saving", "Saver.save", "save at start_response", 1),
+    ("sa_sessions.saving", "Saver._data_cookie", "try the whole session as a cookie", 2),
     ("sa_sessions.cookies", "CookieCodec.encode", "CookieCodec.encode (JSON, deflate, sign)", 3),
-    ("sa_sessions.store", "SessionStore.update", "SessionStore.update", 2),
+    ("sa_sessions.store", "SessionStore.save", "SessionStore.save", 2),
     ("sa_sessions.codec.blob", "BlobCodec.seal", "BlobCodec.seal", 3),
     ("zlib", "compress", "zlib.compress", 4),
     ("sqlalchemy.engine.base", "Connection.execute", "SQLAlchemy execute (UPDATE)", 3),
     ("MySQLdb.connections", "Connection.commit", "COMMIT", 3),
     ("MySQLdb.connections", "Connection.rollback", "ROLLBACK (pool reset on return)", 3),
-    ("sa_sessions._cache_guard", "GuardedCache.set", "cache set", 3),
+    ("sa_sessions.cache.guard", "SessionCache.publish", "cache publish (compare-and-swap)", 3),
 )
 BREAKDOWN_SCENARIOS = ("small_read", "small_write", "large_read", "large_write")
 
@@ -479,7 +478,7 @@ class FloorKit:
     def __init__(self, layer: peers.Layer, sa: Any, memcached: str) -> None:
         from pymemcache.client.base import Client
 
-        from sa_sessions.cache import cache_key
+        from sa_sessions.cache.entry import HEADER_SIZE
         from sa_sessions.codec.blob import BlobMeta
         from sa_sessions.ids import hash_session_id
         from sa_sessions.signing import derive_key
@@ -487,14 +486,14 @@ class FloorKit:
         response = peers.call(layer.wsgi, "/setup/large")
         self.sid = response.body.decode()
         self.hashed = hash_session_id(self.sid)
-        self.key = cache_key(self.hashed)
+        self.key = sa.store.cache.key(self.hashed)
         host, port = memcached.rsplit(":", 1)
         self.client = Client((host, int(port)), default_noreply=False)
         stored = self.client.get(self.key)
         assert isinstance(stored, bytes), "the large session is not in memcached"
-        cut = stored.index(b"|") + 1  # dogpile's metadata, then the 8-byte version
-        self.version = struct.unpack(">q", stored[cut : cut + 8])[0]
-        self.blob = stored[cut + 8 :]
+        cut = self.header_size = HEADER_SIZE  # kind, version, stamp, tag; then the blob
+        self.version = struct.unpack(">q", stored[1:9])[0]
+        self.blob = stored[cut:]
         self.codec = sa.store.codec
         self.mac_key = derive_key(peers.BLOB_KEY, "sa_sessions.blob-mac")
         self.prefix = (
@@ -518,8 +517,8 @@ class FloorKit:
         for hits in (1, 2):
             data["hits"] = hits
             self.blobs.append(self.codec.seal(self.floor_hashed, 1, meta, data))
-        self.values = [stored[: cut + 8] + b for b in self.blobs]
-        self.floor_key = cache_key(self.floor_hashed)
+        self.values = [stored[:cut] + b for b in self.blobs]
+        self.floor_key = sa.store.cache.key(self.floor_hashed)
         self.raw = sa.engine.raw_connection()
         self.conn = self.raw.driver_connection
         self.cursor = self.conn.cursor()
@@ -535,7 +534,7 @@ class FloorKit:
 
     def _primitive_payload(self, value: bytes) -> tuple[int, Any]:
         """HMAC check, then the unpickled payload (a keyed one maps keys to pickles)."""
-        body = value[value.index(b"|") + 9 :]
+        body = value[self.header_size :]
         mac = hmac.new(self.mac_key, self.prefix + body[:-32], hashlib.sha256).digest()
         if not hmac.compare_digest(mac, body[-32:]):
             raise AssertionError("floor HMAC check failed")
@@ -577,6 +576,7 @@ class FloorKit:
             get, key, decode = self.client.get, self.key, self._primitive_decode
             decode_one = self._primitive_decode_one
             codec, hashed, version = self.codec, self.hashed, self.version
+            header = self.header_size
 
             def read_op() -> None:
                 t0 = clock()
@@ -586,7 +586,7 @@ class FloorKit:
 
             def codec_op() -> None:
                 value = get(key)
-                codec.open(hashed, version, value[value.index(b"|") + 9 :])
+                codec.open(hashed, version, value[header:])
 
             def one_op() -> None:
                 decode_one(get(key))

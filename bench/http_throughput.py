@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers
-from memcached_proc import free_port
+from cache_servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP_START = "<!-- http-throughput:start -->"

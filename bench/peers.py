@@ -42,8 +42,8 @@ from dataclasses import field
 from typing import Any
 
 import bottle
-from memcached_proc import MemcachedProcess
-from memcached_proc import memcached_binary
+from cache_servers import MemcachedProcess
+from cache_servers import memcached_binary
 
 MYSQL_URL = os.environ.get("SA_SESSIONS_MYSQL_URL", "mysql+mysqldb://root@localhost/test")
 
@@ -312,7 +312,7 @@ def _sa_layer(name: str, state: _SaState, **options: Any) -> Layer:
     assert cache is not None
 
     def evict(sid: str, cookie: str) -> None:
-        cache.delete(hash_session_id(sid))
+        cache.backend.delete(cache.key(hash_session_id(sid)))
 
     return Layer(name, wsgi, cookie_name="session", engines=lambda: [state.engine], evict=evict)
 

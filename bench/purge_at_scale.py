@@ -47,7 +47,6 @@ from sqlalchemy.orm import DeclarativeBase
 from sa_sessions import SessionModel
 from sa_sessions import SessionStore
 from sa_sessions.analytics import session_table
-from sa_sessions.codec.blob import BlobMeta
 from sa_sessions.ids import hash_session_id
 from sa_sessions.purge import purge_expired_rows
 from sa_sessions.store import StoredSession
@@ -96,11 +95,12 @@ class Savers:
             i = rng.randrange(len(own))
             current = own[i]
             now = datetime.now(UTC)
-            meta = BlobMeta(expires_at=now + timedelta(days=7), touched_at=now)
             data = {"user_id": i, "cart": [rng.randrange(1000) for _ in range(40)]}
             started = time.perf_counter()
             try:
-                saved = self.store.update(current, data, meta)
+                saved = self.store.save(
+                    current.session_id, data, expires_at=now + timedelta(days=7), base=current
+                )
             except Exception as exc:  # lock wait timeouts and deadlocks are results here
                 waited = time.perf_counter() - started
                 self.failures.append((started, waited, str(getattr(exc, "orig", exc))[:60]))
@@ -152,8 +152,7 @@ def fill(
             created = now - timedelta(hours=24 * rng.random())
             expires = now + timedelta(days=1 + 6 * rng.random())
             batch.append(_row(live_id, blob, created, expires))
-            meta = BlobMeta(expires_at=expires, touched_at=created)
-            kept.append(StoredSession(live_id, hash_session_id(live_id), 1, meta, {}))
+            kept.append(StoredSession(live_id, 1, {}, expires, created))
         with engine.begin() as conn:
             conn.execute(insert(table), batch)
     have, round_no = seed, 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from datetime import timedelta
+from datetime import timezone
 from typing import Any
 
 from sqlalchemy import Engine
@@ -36,11 +37,8 @@ from sqlalchemy.pool import StaticPool
 
 from sa_sessions import SessionModel
 from sa_sessions import SessionStore
-from sa_sessions._clock import UTC
 from sa_sessions.analytics import blob_length
 from sa_sessions.analytics import utc_hour
-from sa_sessions.codec.blob import BlobMeta
-from sa_sessions.ids import new_session_id
 
 
 class Base(DeclarativeBase):
@@ -91,7 +89,7 @@ def seed(model: Any, engine: Engine, now: datetime) -> list[int]:
         data: dict[str, Any] = {"cart": ["book"] * (minutes // 5)}
         if user_id is not None:
             data["user_id"] = user_id
-        record = store.create(new_session_id(), data, BlobMeta(now + expires_in, clock.now))
+        record = store.create(data, expires_at=now + expires_in)
         if expires_in > timedelta(0):
             sizes.append(record.blob_size)
     return sizes
@@ -138,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = create_engine(url, **options)
     Base.metadata.drop_all(engine)
     Base.metadata.create_all(engine)
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     seed(WebSession, engine, now)
     answers = ask(engine, WebSession, now)
     print(f"active sessions:              {answers['active']}")

@@ -63,6 +63,7 @@ from sa_sessions import memcached_region
 from sa_sessions import memory_region
 from sa_sessions._redact import redact_url
 from sa_sessions.bottle import SessionPlugin
+from sa_sessions.cookies import MAX_COOKIE_BYTES
 from sa_sessions.ids import hash_session_id
 from sa_sessions.model import UtcDateTime
 
@@ -74,7 +75,7 @@ COOKIE_NAME = "session"
 DEMO_PASSWORD = "demo"
 USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,40}")
 NOTE_MAX_CHARS = 2000
-COOKIE_LIMIT = 4096
+COOKIE_LIMIT = MAX_COOKIE_BYTES
 
 
 # --------------------------------------------------------------------------- models

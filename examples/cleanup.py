@@ -20,6 +20,7 @@ import logging
 import sys
 from datetime import datetime
 from datetime import timedelta
+from datetime import timezone
 from typing import Any
 
 from sqlalchemy import create_engine
@@ -29,9 +30,6 @@ from sqlalchemy.pool import StaticPool
 from sa_sessions import CleanupAlreadyRunning
 from sa_sessions import SessionModel
 from sa_sessions import SessionStore
-from sa_sessions._clock import UTC
-from sa_sessions.codec.blob import BlobMeta
-from sa_sessions.ids import new_session_id
 from sa_sessions.purge import PurgeReport
 
 log = logging.getLogger("cleanup")
@@ -76,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     store = SessionStore(WebSession, engine, secret_keys=b"example-cleanup-key-0123456789abcdef")
     if demo:
         Base.metadata.create_all(engine)
-        past = datetime.now(UTC) - timedelta(days=1)
+        past = datetime.now(timezone.utc) - timedelta(days=1)
         for _ in range(2500):
-            store.create(new_session_id(), {"cart": []}, BlobMeta(past, past))
-        store.create(new_session_id(), {"cart": []}, BlobMeta(past + timedelta(days=8), past))
+            store.create({"cart": []}, expires_at=past)
+        store.create({"cart": []}, expires_at=past + timedelta(days=8))
         print(f"would delete: {store.purge_expired(dry_run=True)} expired sessions")
     deleted = purge(store)
     print(f"deleted: {deleted} expired sessions" if deleted is not None else "skipped")

@@ -30,9 +30,6 @@ from sqlalchemy.orm import relationship
 from sa_sessions import SessionModel
 from sa_sessions import SessionStore
 from sa_sessions import memory_region
-from sa_sessions.codec.blob import BlobMeta
-from sa_sessions.ids import hash_session_id
-from sa_sessions.ids import new_session_id
 
 
 class Base(DeclarativeBase):
@@ -84,14 +81,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # Store sessions through the store (what SessionMiddleware does for a request).
     now = datetime.now(timezone.utc)
-    week = BlobMeta(expires_at=now + timedelta(days=7), touched_at=now)
-    laptop, phone = new_session_id(), new_session_id()
-    store.create(laptop, {"user_id": alice_id, "cart": ["book", "lamp"]}, week)
-    store.create(phone, {"user_id": alice_id, "theme": "dark"}, week)
-    store.create(new_session_id(), {"user_id": bob_id}, week)
-    old = BlobMeta(expires_at=now - timedelta(minutes=1), touched_at=now - timedelta(days=8))
-    store.create(new_session_id(), {"user_id": alice_id}, old)  # already expired
-    loaded = store.load(laptop)
+    week = now + timedelta(days=7)
+    laptop = store.create({"user_id": alice_id, "cart": ["book", "lamp"]}, expires_at=week)
+    phone = store.create({"user_id": alice_id, "theme": "dark"}, expires_at=week)
+    store.create({"user_id": bob_id}, expires_at=week)
+    store.create({"user_id": alice_id}, expires_at=now - timedelta(minutes=1))  # expired
+    loaded = store.load(laptop.session_id)
     print("loaded laptop session:", loaded.data if loaded else None)
 
     with DbSession(engine) as db:
@@ -117,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # Purge expired rows, then log alice out everywhere except on the laptop.
     print("purged expired:", store.purge_expired())
-    laptop_row = hash_session_id(laptop)  # rows are keyed by the id's SHA-256
-    print("revoked:", store.revoke(WebSession.user_id == alice_id, WebSession.id != laptop_row))
-    print("phone session after revoke:", store.load(phone))
+    # Rows are keyed by the SHA-256 of the session id: laptop.hashed_id.
+    print(
+        "revoked:", store.revoke(WebSession.user_id == alice_id, WebSession.id != laptop.hashed_id)
+    )
+    print("phone session after revoke:", store.load(phone.session_id))
     engine.dispose()
     return 0
 

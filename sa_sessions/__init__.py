@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from .cache import memcached_region as memcached_region
 from .cache import memory_region as memory_region
+from .cache import redis_region as redis_region
 from .exceptions import CleanupAlreadyRunning as CleanupAlreadyRunning
 from .exceptions import CodecError as CodecError
 from .exceptions import SessionBackendUnavailable as SessionBackendUnavailable
 from .exceptions import SessionConfigError as SessionConfigError
 from .exceptions import SessionConflict as SessionConflict
 from .exceptions import SessionError as SessionError
+from .exceptions import SessionIdTaken as SessionIdTaken
+from .exceptions import SessionIntegrityError as SessionIntegrityError
 from .exceptions import SessionTooLarge as SessionTooLarge
+from .exceptions import UnstorableValue as UnstorableValue
 from .model import SessionModel as SessionModel
 from .session import Session as Session
 from .store import SessionStore as SessionStore
@@ -31,11 +35,15 @@ __all__ = [
     "SessionConfigError",
     "SessionConflict",
     "SessionError",
+    "SessionIdTaken",
+    "SessionIntegrityError",
     "SessionMiddleware",
     "SessionModel",
     "SessionStore",
     "SessionTooLarge",
+    "UnstorableValue",
     "get_current_session",
     "memcached_region",
     "memory_region",
+    "redis_region",
 ]

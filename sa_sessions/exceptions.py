@@ -30,6 +30,32 @@ class SessionConflict(SessionError):
     """A versioned save kept losing to concurrent writers past the retry bound."""
 
 
+class SessionIdTaken(SessionError):
+    """A new session was to be stored under an id that already has a row.
+
+    The row is never merged into or overwritten: a cookie planted in a victim's
+    browser must not lead into someone else's session.  Store it under a fresh id.
+    """
+
+
+class SessionIntegrityError(SessionError):
+    """The database refused the session row (a foreign key, NOT NULL or unique
+    constraint on a derived column); nothing was written.
+
+    The message names no values (they may be session data); ``original_error``
+    holds the database's own exception.
+    """
+
+    def __init__(self, message: str, original_error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.original_error = original_error
+
+
+class UnstorableValue(SessionError, TypeError):
+    """The session holds a value its codec cannot store (e.g. a socket, a lambda, a class
+    not allowed in pickled sessions); nothing was written."""
+
+
 class SessionBackendUnavailable(SessionError):
     """The database could not be reached; server-side sessions cannot be served."""
 

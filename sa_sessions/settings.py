@@ -14,15 +14,14 @@ from typing import Any
 
 from ._clock import Clock
 from ._clock import utcnow
-from ._cookie_header import CookiePolicy
-from ._cookie_header import SameSite
+from .cookies import DEFAULT_MAX_HEADER_BYTES
+from .cookies import MAX_COOKIE_BYTES
 from .cookies import CookieCodec
+from .cookies import CookiePolicy
+from .cookies import SameSite
 from .exceptions import SessionConfigError
 from .signing import KeyInput
 from .store import SessionStore
-
-#: Largest ``Set-Cookie`` line browsers are guaranteed to keep (RFC 6265 §6.1).
-MAX_COOKIE_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -39,11 +38,7 @@ class SessionSettings:
     #: Largest Set-Cookie line that may carry session data; 0 keeps all data server-side.
     cookie_only_threshold: int = MAX_COOKIE_BYTES
     no_datastore: bool = False
-    #: Merges after a version conflict before SessionConflict.  On MySQL/MariaDB and
-    #: PostgreSQL a conflict is merged under a row lock, so writers queue instead of
-    #: retrying; the bound (with jittered backoff) matters on SQLite.
-    merge_retries: int = 10
-    max_cookie_header_bytes: int = 8192
+    max_cookie_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     clock: Clock = field(default=utcnow)
 
     @classmethod
@@ -63,8 +58,7 @@ class SessionSettings:
         host_prefix: bool = True,
         idle_timeout: timedelta | None = None,
         encrypt_cookies: bool = False,
-        merge_retries: int = 10,
-        max_cookie_header_bytes: int = 8192,
+        max_cookie_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         clock: Callable[[], Any] = utcnow,
     ) -> SessionSettings:
         """Check every option and build the shared settings (raises SessionConfigError)."""
@@ -86,8 +80,12 @@ class SessionSettings:
             raise SessionConfigError(
                 "cookie_only_threshold=0 keeps every session server-side, which needs a store"
             )
-        if merge_retries < 0:
-            raise SessionConfigError("merge_retries must be >= 0")
+        if (
+            isinstance(max_cookie_header_bytes, bool)
+            or not isinstance(max_cookie_header_bytes, int)
+            or max_cookie_header_bytes < 1
+        ):
+            raise SessionConfigError("max_cookie_header_bytes must be a positive int")
         policy = CookiePolicy(
             cookie_name,
             path=path,
@@ -105,7 +103,6 @@ class SessionSettings:
             idle_timeout=idle_timeout,
             cookie_only_threshold=cookie_only_threshold,
             no_datastore=no_datastore,
-            merge_retries=merge_retries,
             max_cookie_header_bytes=max_cookie_header_bytes,
             clock=clock,
         )

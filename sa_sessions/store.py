@@ -1,38 +1,56 @@
-"""SessionStore: sessions as versioned rows, read through a cache.
+"""SessionStore: sessions as versioned rows of your model, read through a cache.
 
-The database row is the truth; the cache is a read-through, write-through copy
-that is never authoritative.  New sessions are INSERTed, existing ones are
-UPDATEd with ``WHERE id = ? AND version = ?`` and never upserted, so a slow
-request can never bring back a session that another request deleted.
+The row is the truth; the cache (see :mod:`sa_sessions.cache.guard`) holds
+authenticated copies that are served only when they can be trusted:
+
+* a copy older than the version the client's cookie names (``min_version``)
+  is never served: a client always sees at least what it was last shown;
+* a copy whose stamp is older than ``max_staleness`` is first checked against
+  the row (its version, by primary key), so a replayed or resurrected entry is
+  served for at most that long after its session changed or ended;
+* a session that ended leaves an end marker that a racing refill cannot
+  overwrite.
+
+New sessions are INSERTed (never upserted: an id that already has a row raises
+:class:`~sa_sessions.SessionIdTaken`); existing ones are UPDATEd with
+``WHERE id = ? AND version = ?``.  When another writer got there first, the
+fresh row is re-read under a row lock, only this writer's changed keys are
+applied to it, and it is UPDATEd in the same transaction (bounded retries where
+the database has no row locks); a row deleted meanwhile stays deleted.
 
 Example::
 
     store = SessionStore(WebSession, engine, region=memcached_region("127.0.0.1:11211"),
                          secret_keys=os.environ["SESSION_KEY"])
-    record = store.create(new_session_id(), {"user_id": 42}, BlobMeta(expires, now))
+    record = store.create({"user_id": 42}, expires_at=utcnow() + timedelta(days=7))
     again = store.load(record.session_id)
+    store.save(again.session_id, {**again.data, "cart": []}, expires_at=again.expires_at,
+               base=again)
+    store.delete(record.session_id)
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import field
 from dataclasses import replace
 from datetime import datetime
+from datetime import timedelta
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Generic
-from typing import Literal
 from typing import TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy import Engine
-from sqlalchemy import Table
 from sqlalchemy import bindparam
 from sqlalchemy import delete
 from sqlalchemy import exc as sa_exc
@@ -42,11 +60,20 @@ from sqlalchemy import update
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from ._cache_guard import CacheStats
-from ._cache_guard import GuardedCache
 from ._clock import Clock
+from ._clock import to_micros
 from ._clock import utcnow
-from .cache import CircuitBreaker
+from ._redact import redact_url
+from .cache.entry import EndReason
+from .cache.guard import Absent
+from .cache.guard import CachedCopy
+from .cache.guard import CacheStats
+from .cache.guard import Ended
+from .cache.guard import Lookup
+from .cache.guard import SessionCache
+from .cache.regions import session_cache_for
+from .changes import apply_changes
+from .changes import changes_between
 from .codec.blob import BlobCodec
 from .codec.blob import BlobMeta
 from .codec.blob import Packed
@@ -54,10 +81,17 @@ from .codec.blob import Serializer
 from .exceptions import CodecError
 from .exceptions import SessionBackendUnavailable
 from .exceptions import SessionConfigError
+from .exceptions import SessionConflict
+from .exceptions import SessionIdTaken
+from .exceptions import SessionIntegrityError
+from .exceptions import UnstorableValue
 from .ids import hash_session_id
+from .ids import is_hashed_id
 from .ids import is_well_formed_id
 from .ids import log_id
+from .ids import new_session_id
 from .model import SessionModel
+from .model import session_table
 from .purge import PurgeReport
 from .purge import purge_expired_rows
 from .signing import KeyInput
@@ -73,50 +107,40 @@ M = TypeVar("M", bound=SessionModel)
 #: Derived-column hooks: column name -> function of the session data.
 ColumnHooks = Mapping[str, Callable[[Mapping[str, Any]], Any]]
 
-#: Version of a session that so far lives only in the cache (quick writes, no_datastore).
-CACHE_ONLY_VERSION = 0
-
-#: :meth:`SessionStore.update_locked` result: the row changed between the read and the
-#: UPDATE (only possible where SELECT ... FOR UPDATE takes no row lock, i.e. SQLite).
-CHANGED: Literal["changed"] = "changed"
+_RESERVED_COLUMNS = frozenset({"id", "data", "version", "created_at", "updated_at", "expires_at"})
+#: Backoff between merges that lost the race anyway (databases without row locks: SQLite):
+#: a random pause of up to ``_BACKOFF_BASE * 2**attempt`` seconds, capped.
+_BACKOFF_BASE = 0.004
+_BACKOFF_CAP = 0.1
+#: Added to ``max_staleness`` for end markers, covering clock differences between hosts.
+_END_MARKER_MARGIN = 5.0
+_NOTHING = Absent()
 
 
 @dataclass(frozen=True, slots=True)
 class StoredSession:
-    """One loaded or saved session: what the store knows about it."""
+    """One stored session as the store read or wrote it.
+
+    ``data`` maps keys to values (from :meth:`SessionStore.load`), or with
+    ``lazy=True`` to values still in their stored form until read (what a request
+    does).  ``cache_copy`` is the cached copy it came from, which the next write
+    of this session uses to replace exactly that copy.
+    """
 
     session_id: str
-    hashed_id: str
     version: int
-    meta: BlobMeta
-    data: dict[str, Any]
+    data: Mapping[str, Any]
+    expires_at: datetime
+    touched_at: datetime
+    ssl_only: bool = False
     blob_size: int = 0
+    cache_only: bool = False
+    cache_copy: CachedCopy | None = field(default=None, repr=False, compare=False)
 
     @property
-    def in_database(self) -> bool:
-        return self.version != CACHE_ONLY_VERSION
-
-    @property
-    def expires_at(self) -> datetime:
-        return self.meta.expires_at
-
-
-class _LockedWrite:
-    """One write transaction of :meth:`SessionStore._locked_write`."""
-
-    __slots__ = ("_cache", "_hashed", "cached", "conn")
-
-    def __init__(self, conn: Connection, cache: GuardedCache | None, hashed: str) -> None:
-        self.conn = conn
-        self.cached = False
-        self._cache = cache
-        self._hashed = hashed
-
-    def cache(self, version: int, blob: bytes) -> None:
-        """Write the cached copy now, before the commit releases the row lock."""
-        if self._cache is not None:
-            self.cached = True
-            self._cache.set(self._hashed, version, blob)
+    def hashed_id(self) -> str:
+        """SHA-256 hex of the id: the primary key and the cache key."""
+        return hash_session_id(self.session_id)
 
 
 def _decoded(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,8 +168,41 @@ def _engine_of(bind: Engine | sessionmaker[Any]) -> Engine:
     raise SessionConfigError(f"bind must be an Engine or a sessionmaker, not {type(bind).__name__}")
 
 
+def _seconds(name: str, value: object, *, minimum: float) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
+        raise SessionConfigError(
+            f"{name} must be a timedelta or a number of seconds >= {minimum:g}, got {value!r}"
+        )
+    return float(value)
+
+
+def _size(name: str, value: object, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SessionConfigError(f"{name} must be a positive number of bytes, got {value!r}")
+    return value
+
+
+class _Lost(Exception):
+    """Internal: a locked merge lost the race anyway (no row locks); retry it."""
+
+
 class SessionStore(Generic[M]):
-    """Load, create, update and delete sessions stored as rows of ``model``."""
+    """Load, save and delete sessions stored as rows of ``model``; see the module docstring.
+
+    ``region`` is a dogpile region from :func:`~sa_sessions.memcached_region`,
+    :func:`~sa_sessions.redis_region`, :func:`~sa_sessions.memory_region` or
+    configured with one of their backend names; anything that could unpickle
+    what it reads is refused.  ``max_staleness`` (a timedelta or seconds, at
+    least 1 s, default 30 s) bounds how long a cached copy is served without
+    checking the row: after a session ended, a copy that missed the news (a cache
+    node that was frozen, a replayed entry) serves nothing after that long.
+    ``merge_retries`` bounds the merges of one save where a concurrent writer
+    won (they queue on a row lock on MySQL/MariaDB and PostgreSQL).
+    """
 
     #: Default cap on an encoded session (well under MEDIUMBLOB and max_allowed_packet).
     default_max_session_bytes = 4 * 1024 * 1024
@@ -165,14 +222,11 @@ class SessionStore(Generic[M]):
         cache_prefix: str = "sas:",
         columns: ColumnHooks | None = None,
         pickle_classes: Iterable[type] = (),
-        circuit_breaker: CircuitBreaker | None = None,
+        max_staleness: timedelta | float = timedelta(seconds=30),
+        merge_retries: int = 10,
         clock: Clock = utcnow,
     ) -> None:
-        if not (isinstance(model, type) and issubclass(model, SessionModel)):
-            raise SessionConfigError("model must be a mapped subclass of SessionModel")
-        table = getattr(model, "__table__", None)
-        if not isinstance(table, Table):
-            raise SessionConfigError(f"{model.__name__} is not mapped to a table")
+        table = session_table(model)
         self.model = model
         self.table = table
         self.engine = _engine_of(bind)
@@ -180,25 +234,33 @@ class SessionStore(Generic[M]):
         self.codec = BlobCodec(
             secret_keys,
             serializer=codec,
-            max_bytes=max_session_bytes or self.default_max_session_bytes,
+            max_bytes=_size("max_session_bytes", max_session_bytes, self.default_max_session_bytes),
             allowed_classes=pickle_classes,
         )
         self.columns: dict[str, Callable[[Mapping[str, Any]], Any]] = dict(columns or {})
         unknown = sorted(set(self.columns) - set(table.c.keys()))
-        reserved = sorted(
-            set(self.columns) & {"id", "data", "version", "created_at", "updated_at", "expires_at"}
-        )
+        reserved = sorted(set(self.columns) & _RESERVED_COLUMNS)
         if unknown or reserved:
             raise SessionConfigError(
                 f"derived columns must be user columns of {table.name}: {unknown or reserved}"
             )
-        self.cache: GuardedCache | None = None
+        if isinstance(merge_retries, bool) or not isinstance(merge_retries, int):
+            raise SessionConfigError("merge_retries must be an int >= 0")
+        if merge_retries < 0:
+            raise SessionConfigError("merge_retries must be an int >= 0")
+        self.merge_retries = merge_retries
+        self.max_staleness = timedelta(seconds=_seconds("max_staleness", max_staleness, minimum=1))
+        self._staleness_us = int(self.max_staleness.total_seconds() * 1_000_000)
+        self.cache: SessionCache | None = None
         if region is not None:
-            self.cache = GuardedCache(
-                region,
+            self.cache = SessionCache(
+                session_cache_for(region),
+                keys=secret_keys,
                 prefix=cache_prefix,
-                max_value_bytes=max_cache_bytes or self.default_max_cache_bytes,
-                breaker=circuit_breaker,
+                max_value_bytes=_size(
+                    "max_cache_bytes", max_cache_bytes, self.default_max_cache_bytes
+                ),
+                end_marker_ttl=self.max_staleness.total_seconds() + _END_MARKER_MARGIN,
             )
         # A COMMIT leaves the pool a ROLLBACK to send on return, so reads end in that
         # ROLLBACK instead: one round trip less.  Not on PostgreSQL, whose drivers skip
@@ -208,16 +270,18 @@ class SessionStore(Generic[M]):
         self._build_statements()
 
     def __repr__(self) -> str:
-        return f"SessionStore({self.model.__name__}, {self.engine.url.render_as_string()})"
+        return f"SessionStore({self.model.__name__}, {redact_url(self.engine.url)})"
 
     # ------------------------------------------------------------------ statements
 
     def _build_statements(self) -> None:
         c = self.table.c
-        self._select = select(c.data, c.version).where(c.id == bindparam("h"))
+        by_id = c.id == bindparam("h")
+        self._select = select(c.data, c.version).where(by_id)
         self._select_for_update = self._select.with_for_update()
+        self._select_version = select(c.version).where(by_id)
         extra: dict[str, Any] = {name: bindparam(f"x_{name}") for name in self.columns}
-        self._insert = insert(self.table).values(
+        self._insert_row = insert(self.table).values(
             id=bindparam("h"),
             data=bindparam("b_data"),
             version=bindparam("b_version"),
@@ -228,7 +292,7 @@ class SessionStore(Generic[M]):
         )
         self._update = (
             update(self.table)
-            .where(c.id == bindparam("h"), c.version == bindparam("b_old_version"))
+            .where(by_id, c.version == bindparam("b_old_version"))
             .values(
                 data=bindparam("b_data"),
                 version=bindparam("b_version"),
@@ -237,7 +301,8 @@ class SessionStore(Generic[M]):
                 **extra,
             )
         )
-        self._delete = delete(self.table).where(c.id == bindparam("h"))
+        self._delete = delete(self.table).where(by_id)
+        self._delete_version = delete(self.table).where(by_id, c.version == bindparam("v"))
 
     @contextmanager
     def _connection(self, *, commit: bool = True) -> Iterator[Connection]:
@@ -258,75 +323,142 @@ class SessionStore(Generic[M]):
                 raise SessionBackendUnavailable("session database connection lost", exc) from exc
             raise
 
-    @contextmanager
-    def _locked_write(self, hashed: str) -> Iterator[_LockedWrite]:
-        """A write transaction whose cached copy is written while the row lock is held.
+    def _now_us(self) -> int:
+        return to_micros(self.clock())
 
-        Writers to one row commit in the order of its lock; writing the cached copy
-        before the commit (:meth:`_LockedWrite.cache`) makes the cache follow the
-        same order.  Written after the commit, a writer delayed between its commit
-        and its cache write would overwrite a newer copy with its older one, served
-        until the next write.  If the transaction fails after the cache was
-        written, the cached copy is deleted again.
-        """
-        write: _LockedWrite | None = None
-        try:
-            with self._connection() as conn:
-                write = _LockedWrite(conn, self.cache, hashed)
-                yield write
-        except BaseException:
-            if write is not None and write.cached and self.cache is not None:
-                self.cache.delete(hashed)
-            raise
+    @staticmethod
+    def _ttl(expires_at: datetime, now: datetime) -> float:
+        return max(1.0, (expires_at - now).total_seconds())
 
     # ------------------------------------------------------------------ reading
 
     def load(
-        self, session_id: str, *, cache_only: bool = False, lazy: bool = False
+        self,
+        session_id: str,
+        *,
+        min_version: int = 0,
+        lazy: bool = False,
+        cache_only: bool = False,
     ) -> StoredSession | None:
-        """The live session with this id: cache first, then the database.
+        """The live session with this id, or None (malformed id, missing, ended, expired,
+        tampered).
 
-        Malformed ids, missing, expired or tampered sessions are all None; an
-        id that is not shaped like one of ours never reaches a backend.  With
-        ``cache_only`` (``no_datastore`` sessions) a cache miss is final.  With
-        ``lazy`` the values stay :class:`~sa_sessions.codec.blob.Packed` until used
-        (what a request does: it unpickles only the keys it reads).
+        ``min_version`` is the version the client was last shown (its cookie says):
+        no older copy is served.  With ``lazy`` the values stay in their stored form
+        until read (:class:`~sa_sessions.codec.blob.Packed`); with ``cache_only``
+        (sessions that live in the cache alone) the database is never asked.  An
+        expired session found here is deleted, row and cache entry.
         """
+        found = self.find(session_id, min_version=min_version, lazy=lazy, cache_only=cache_only)
+        return found if isinstance(found, StoredSession) else None
+
+    def find(
+        self,
+        session_id: str,
+        *,
+        min_version: int = 0,
+        lazy: bool = False,
+        cache_only: bool = False,
+    ) -> StoredSession | EndReason | None:
+        """Like :meth:`load`, but a session the cache knows to have ended gives the
+        reason it ended (a request holding a regenerated session's old cookie must
+        not expire the cookie the regenerating response sent)."""
         if not is_well_formed_id(session_id):
             return None
         hashed = hash_session_id(session_id)
-        if self.cache is not None:
-            cached = self.cache.get(hashed)
-            if cached is not None:
-                record = self._open(session_id, hashed, *cached, source="cache", lazy=lazy)
-                if record is not None:
-                    return self._live(record)
-                self.cache.delete(hashed)
+        now = self.clock()
+        cache = self.cache
+        seen: Lookup = _NOTHING
+        if cache is not None:
+            seen = cache.read(hashed)
+            if type(seen) is Ended:
+                return seen.reason
+            if type(seen) is CachedCopy and seen.version >= min_version:
+                if cache_only or to_micros(now) - seen.stamp_us <= self._staleness_us:
+                    if seen.blob is not None:
+                        record = self._open(
+                            session_id, hashed, seen.version, seen.blob, "cache", lazy, seen
+                        )
+                        if record is not None:
+                            return self._unless_expired(replace(record, cache_only=cache_only), now)
+                else:
+                    checked = self._revalidate(session_id, hashed, seen, lazy)
+                    if isinstance(checked, StoredSession):
+                        return checked
+                    if checked is not None:
+                        return None  # the row is gone
         if cache_only:
             return None
-        return self._load_from_database(session_id, hashed, lazy)
+        return self._load_row(session_id, hashed, seen, min_version, lazy)
 
-    def load_fresh(self, session_id: str, *, lazy: bool = False) -> StoredSession | None:
-        """Like :meth:`load` but straight from the database (after a version conflict)."""
-        if not is_well_formed_id(session_id):
-            return None
-        return self._load_from_database(session_id, hash_session_id(session_id), lazy)
+    def _revalidate(
+        self, session_id: str, hashed: str, seen: CachedCopy, lazy: bool
+    ) -> StoredSession | _Gone | None:
+        """A copy past ``max_staleness``: check its version by primary key.
 
-    def _load_from_database(self, session_id: str, hashed: str, lazy: bool) -> StoredSession | None:
+        Returns the copy's session (restamped), ``_GONE`` when the row is gone, or
+        None when the row must be read.
+        """
+        cache = self.cache
+        assert cache is not None
+        now = self.clock()
         with self._connection(commit=self._reads_commit) as conn:
-            row = conn.execute(self._select, {"h": hashed}).first()
-        if row is None:
+            version = conn.scalar(self._select_version, {"h": hashed})
+        if version is None:
+            cache.end(hashed, EndReason.ENDED, to_micros(now))
+            return _GONE
+        if version != seen.version or seen.blob is None:
             return None
-        blob, version = bytes(row[0]), int(row[1])
-        record = self._open(session_id, hashed, version, blob, source="database", lazy=lazy)
+        record = self._open(session_id, hashed, seen.version, seen.blob, "cache", lazy, seen)
         if record is None:
             return None
-        record = self._live(record)
-        if record is not None and self.cache is not None:
-            # add, not set: a writer that committed after our read has cached a newer
-            # version already, which a plain set would overwrite with this old one.
-            self.cache.add(hashed, version, blob)
-        return record
+        live = self._unless_expired(record, now)
+        if live is None:
+            return _GONE
+        cache.restamp(hashed, seen, to_micros(now), self._ttl(record.expires_at, now))
+        return replace(live, cache_copy=None)  # the restamp changed the cached value
+
+    def _load_row(
+        self, session_id: str, hashed: str, seen: Lookup, min_version: int, lazy: bool
+    ) -> StoredSession | None:
+        now = self.clock()  # before the read: the copy was current at some time after it
+        with self._connection(commit=self._reads_commit) as conn:
+            row = conn.execute(self._select, {"h": hashed}).first()
+        cache = self.cache
+        if row is None:
+            if cache is not None and type(seen) is CachedCopy:
+                cache.end(hashed, EndReason.ENDED, to_micros(now))  # a copy of a gone row
+            return None
+        blob, version = bytes(row[0]), int(row[1])
+        record = self._open(session_id, hashed, version, blob, "database", lazy)
+        if record is None:
+            return None
+        if version < min_version:
+            log.warning(
+                "session %s: the row (version %d) is older than the client's cookie (%d); "
+                "was the database restored?",
+                log_id(hashed),
+                version,
+                min_version,
+            )
+        live = self._unless_expired(record, now)
+        # Replace what the read found: nothing, garbage, an older copy, or an unusable
+        # copy of this version.  A copy newer than this row means a writer published
+        # after this read, and a row-only marker of this version is already right.
+        if (
+            live is not None
+            and cache is not None
+            and (
+                type(seen) is Absent
+                or (
+                    type(seen) is CachedCopy
+                    and (seen.version < version or (seen.version == version and seen.blob))
+                )
+            )
+        ):
+            ttl = self._ttl(live.expires_at, now)
+            cache.fill(hashed, version, blob, to_micros(now), ttl, seen)
+        return live
 
     def _open(
         self,
@@ -334,166 +466,336 @@ class SessionStore(Generic[M]):
         hashed: str,
         version: int,
         blob: bytes,
-        *,
         source: str,
-        lazy: bool = False,
+        lazy: bool,
+        copy: CachedCopy | None = None,
     ) -> StoredSession | None:
         try:
             opened = self.codec.open_lazy if lazy else self.codec.open
             meta, data = opened(hashed, version, blob)
         except CodecError as exc:
             security_log.warning(
-                "rejected a session blob from the %s (session %s): %s",
-                source,
-                log_id(hashed),
-                exc,
+                "rejected a session blob from the %s (session %s): %s", source, log_id(hashed), exc
             )
             return None
-        return StoredSession(session_id, hashed, version, meta, data, len(blob))
+        return self._record(session_id, version, data, meta, blob, cache_copy=copy)
 
-    def _live(self, record: StoredSession | None) -> StoredSession | None:
-        if record is None or record.meta.expires_at <= self.clock():
-            return None
-        return record
+    def _unless_expired(self, record: StoredSession, now: datetime) -> StoredSession | None:
+        """The record, or None after deleting it (row and cache entry) when it expired."""
+        if record.expires_at > now:
+            return record
+        log.info("session %s expired; deleting it", log_id(record.hashed_id))
+        self.delete(record.session_id, version=record.version, cache_only=record.cache_only)
+        return None
 
     # ------------------------------------------------------------------ writing
 
-    def create(self, session_id: str, data: Mapping[str, Any], meta: BlobMeta) -> StoredSession:
-        """INSERT a new session (version 1), then cache it."""
-        hashed = hash_session_id(session_id)
-        blob = self.codec.seal(hashed, 1, meta, data)
-        with self._connection() as conn:
-            conn.execute(self._insert, self._params(hashed, 1, blob, meta, data))
-        return self._cached(StoredSession(session_id, hashed, 1, meta, dict(data), len(blob)), blob)
-
-    def update(
-        self, current: StoredSession, data: Mapping[str, Any], meta: BlobMeta
-    ) -> StoredSession | None:
-        """Versioned UPDATE; None when another writer got there first or the row is gone.
-
-        A session that so far lived only in the cache is INSERTed instead; a
-        duplicate key then also means "someone else won" (None).
-        """
-        if not current.in_database:
-            try:
-                return self.create(current.session_id, data, meta)
-            except sa_exc.IntegrityError:
-                return None
-        version = current.version + 1
-        blob = self.codec.seal(current.hashed_id, version, meta, data)
-        params = self._params(current.hashed_id, version, blob, meta, data)
-        params["b_old_version"] = current.version
-        with self._locked_write(current.hashed_id) as write:
-            if write.conn.execute(self._update, params).rowcount != 1:
-                log.info("version conflict on session %s", log_id(current.hashed_id))
-                return None
-            write.cache(version, blob)
-        return replace(current, version=version, meta=meta, data=dict(data), blob_size=len(blob))
-
-    def update_locked(
+    def create(
         self,
-        session_id: str,
-        merge: Callable[[dict[str, Any]], dict[str, Any]],
-        meta: BlobMeta,
+        data: Mapping[str, Any],
         *,
-        lazy: bool = False,
-    ) -> StoredSession | Literal["changed"] | None:
-        """Re-read the row under a row lock, apply ``merge`` to its data, UPDATE it.
-
-        One transaction: ``SELECT ... FOR UPDATE``, then the versioned UPDATE, so
-        parallel writers queue on the row lock instead of failing and retrying
-        (MySQL/MariaDB, PostgreSQL).  Returns the saved session; None when the
-        row is gone, expired or unreadable (the caller drops its changes: no
-        resurrection); :data:`CHANGED` when another writer slipped in between,
-        which only happens where no row lock exists (SQLite).
-        """
-        hashed = hash_session_id(session_id)
-        with self._locked_write(hashed) as write:
-            row = write.conn.execute(self._select_for_update, {"h": hashed}).first()
-            if row is None:
-                return None
-            version = int(row[1])
-            current = self._live(
-                self._open(session_id, hashed, version, bytes(row[0]), source="database", lazy=lazy)
-            )
-            if current is None:
-                return None
-            data = merge(current.data)
-            blob = self.codec.seal(hashed, version + 1, meta, data)
-            params = self._params(hashed, version + 1, blob, meta, data)
-            params["b_old_version"] = version
-            if write.conn.execute(self._update, params).rowcount != 1:
-                return CHANGED
-            write.cache(version + 1, blob)
-        return replace(
-            current, version=version + 1, meta=meta, data=dict(data), blob_size=len(blob)
+        expires_at: datetime,
+        ssl_only: bool = False,
+        cache_only: bool = False,
+    ) -> StoredSession:
+        """Store a new session under a fresh id (in ``record.session_id``)."""
+        saved = self.save(
+            new_session_id(), data, expires_at=expires_at, ssl_only=ssl_only, cache_only=cache_only
         )
+        assert saved is not None  # a new session cannot have been deleted meanwhile
+        return saved
 
-    def save_cache_only(
+    def save(
         self,
         session_id: str,
         data: Mapping[str, Any],
-        meta: BlobMeta,
         *,
-        version: int,
-        only_if_cached: bool = False,
+        expires_at: datetime,
+        base: StoredSession | None = None,
+        changes: Mapping[str, Any] | None = None,
+        touched_at: datetime | None = None,
+        ssl_only: bool = False,
+        cache_only: bool = False,
+        lazy: bool = False,
     ) -> StoredSession | None:
-        """Write only the cached copy (quick writes and ``no_datastore``); may be lost.
+        """Store ``data`` as the session ``session_id``; the saved session, or None when
+        it was deleted meanwhile (a logout is never undone).
 
-        With ``only_if_cached`` the write happens only while the cache still holds
-        this very version; None otherwise (evicted, or deleted by a logout or
-        revoke), and the caller should save to the database instead, where the
-        versioned UPDATE notices a deleted session.  A blind write would put a
-        revoked session back into the cache.
+        Without ``base`` the session is new: INSERTed, and
+        :class:`~sa_sessions.SessionIdTaken` if that id already has a row (it is never
+        merged).  With ``base`` (what :meth:`load` returned) it is a versioned UPDATE;
+        if another writer saved since, ``changes`` (key -> new value,
+        :data:`~sa_sessions.changes.DELETED` or an
+        :class:`~sa_sessions.changes.Increment`; by default the difference between
+        ``base.data`` and ``data``) are applied to the fresh row instead, at most
+        ``merge_retries`` times before :class:`~sa_sessions.SessionConflict`.  The
+        merged data comes back decoded, or with ``lazy`` as stored values (as
+        :meth:`load` with ``lazy``).
+
+        :raises UnstorableValue: a value the codec cannot store.
+        :raises SessionTooLarge: over ``max_session_bytes``.
+        :raises SessionIntegrityError: the database refused the row (e.g. a foreign key
+            of a derived column); nothing was written.
         """
-        if self.cache is None:
-            raise SessionConfigError("cache-only writes need a cache region")
-        hashed = hash_session_id(session_id)
-        if only_if_cached:
-            current = self.cache.get(hashed)
-            if current is None or current[0] != version:
-                return None
-        blob = self.codec.seal(hashed, version, meta, data)
-        self.cache.set(hashed, version, blob)
-        return StoredSession(session_id, hashed, version, meta, dict(data), len(blob))
-
-    def delete(self, session_id: str) -> None:
-        """Delete the row, then the cached copy (never the other way round)."""
         if not is_well_formed_id(session_id):
-            return
+            raise ValueError("session_id is not a session id issued by this library")
+        now = self.clock()
+        meta = BlobMeta(expires_at=expires_at, touched_at=touched_at or now, ssl_only=ssl_only)
         hashed = hash_session_id(session_id)
-        with self._connection() as conn:
-            conn.execute(self._delete, {"h": hashed})
-        if self.cache is not None:
-            self.cache.delete(hashed)
+        if cache_only:
+            return self._save_cached(session_id, hashed, data, meta, base, changes, now)
+        if base is None:
+            return self._insert(session_id, hashed, data, meta, now)
+        version = base.version + 1
+        blob = self._seal(hashed, version, meta, data)
+        params = self._params(hashed, version, blob, meta, data, now)
+        params["b_old_version"] = base.version
+        with self._refusals(), self._connection() as conn:
+            matched = conn.execute(self._update, params).rowcount
+        if matched == 1:
+            token = base.cache_copy.token if base.cache_copy is not None else None
+            self._publish(hashed, version, blob, meta, now, token)
+            return self._record(session_id, version, data, meta, blob)
+        if changes is None:
+            changes = changes_between(base.data, data)
+        log.info("version conflict on session %s; merging %d keys", log_id(hashed), len(changes))
+        merged = self._merge(session_id, hashed, changes, meta)
+        if merged is None or lazy:
+            return merged
+        return replace(merged, data=_decoded(merged.data))
+
+    def _insert(
+        self, session_id: str, hashed: str, data: Mapping[str, Any], meta: BlobMeta, now: datetime
+    ) -> StoredSession:
+        blob = self._seal(hashed, 1, meta, data)
+        params = self._params(hashed, 1, blob, meta, data, now)
+        try:
+            with self._connection() as conn:
+                conn.execute(self._insert_row, params)
+        except sa_exc.IntegrityError as exc:
+            if self._row_exists(hashed):
+                raise SessionIdTaken(
+                    f"session {log_id(hashed)} already has a row; store it under a fresh id"
+                ) from None
+            raise self._refused(exc) from exc
+        self._publish(hashed, 1, blob, meta, now, None)
+        return self._record(session_id, 1, data, meta, blob)
+
+    def _merge(
+        self, session_id: str, hashed: str, changes: Mapping[str, Any], meta: BlobMeta
+    ) -> StoredSession | None:
+        for attempt in range(self.merge_retries):
+            now = self.clock()
+            try:
+                with self._refusals(), self._connection() as conn:
+                    row = conn.execute(self._select_for_update, {"h": hashed}).first()
+                    if row is None:
+                        log.info("session %s was deleted meanwhile; not saved", log_id(hashed))
+                        return None
+                    fresh = self._open(
+                        session_id, hashed, int(row[1]), bytes(row[0]), "database", lazy=True
+                    )
+                    if fresh is None or fresh.expires_at <= now:
+                        return None
+                    data = apply_changes(fresh.data, changes)
+                    version = fresh.version + 1
+                    blob = self._seal(hashed, version, meta, data)
+                    params = self._params(hashed, version, blob, meta, data, now)
+                    params["b_old_version"] = fresh.version
+                    if conn.execute(self._update, params).rowcount != 1:
+                        raise _Lost
+            except _Lost:
+                time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))
+                continue
+            self._publish(hashed, version, blob, meta, now, None)
+            return self._record(session_id, version, data, meta, blob)
+        raise SessionConflict(
+            f"session {log_id(hashed)} kept changing concurrently; gave up after "
+            f"{self.merge_retries} merges"
+        )
+
+    def _save_cached(
+        self,
+        session_id: str,
+        hashed: str,
+        data: Mapping[str, Any],
+        meta: BlobMeta,
+        base: StoredSession | None,
+        changes: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> StoredSession | None:
+        """A session that lives in the cache alone: versions advance by compare-and-swap."""
+        cache = self.cache
+        if cache is None:
+            raise SessionConfigError("cache-only sessions need a cache region")
+        ttl = self._ttl(meta.expires_at, now)
+        if base is None:
+            blob = self._seal(hashed, 1, meta, data)
+            if not cache.create(hashed, 1, blob, to_micros(now), ttl):
+                log.warning("session %s could not be cached; it is lost", log_id(hashed))
+            return self._record(session_id, 1, data, meta, blob, cache_only=True)
+        current: StoredSession | None = base
+        for _ in range(max(1, self.merge_retries)):
+            if current is None or current.cache_copy is None:
+                return None
+            version = current.version + 1
+            blob = self._seal(hashed, version, meta, data)
+            if cache.replace_with(hashed, current.cache_copy, version, blob, to_micros(now), ttl):
+                return self._record(session_id, version, data, meta, blob, cache_only=True)
+            if changes is None:
+                changes = changes_between(base.data, data)
+            current = self.load(session_id, lazy=True, cache_only=True)
+            if current is not None:
+                data = apply_changes(current.data, changes)
+        raise SessionConflict(f"session {log_id(hashed)} kept changing concurrently")
+
+    def save_quick(self, base: StoredSession, data: Mapping[str, Any]) -> StoredSession | None:
+        """Write ``data`` to the cached copy only (fast; lost if the cache drops it).
+
+        Only the very copy ``base`` was read from is replaced; None when it changed,
+        vanished or was never cached (then save the row with :meth:`save`, whose
+        versioned UPDATE notices a session deleted meanwhile).
+        """
+        cache, copy = self.cache, base.cache_copy
+        if cache is None or copy is None or copy.blob is None:
+            return None
+        now = self.clock()
+        hashed = base.hashed_id
+        meta = BlobMeta(expires_at=base.expires_at, touched_at=now, ssl_only=base.ssl_only)
+        blob = self._seal(hashed, base.version, meta, data)
+        if not cache.replace(hashed, copy, blob, self._ttl(base.expires_at, now)):
+            return None
+        return replace(base, data=data, touched_at=now, blob_size=len(blob), cache_copy=None)
+
+    def delete(
+        self,
+        session_id: str,
+        *,
+        reason: EndReason = EndReason.ENDED,
+        version: int | None = None,
+        cache_only: bool = False,
+    ) -> bool:
+        """Delete the row, then mark the session ended in the cache.
+
+        With ``version`` only that version is deleted (False if the row changed or
+        is gone).  ``reason`` tells requests still holding the old cookie whether a
+        replacement cookie is on its way (``EndReason.REPLACED``).  True when a row
+        was deleted (always True for ``cache_only``).
+        """
+        if not is_well_formed_id(session_id):
+            return False
+        hashed = hash_session_id(session_id)
+        deleted = 1
+        if not cache_only:
+            with self._connection() as conn:
+                if version is None:
+                    deleted = conn.execute(self._delete, {"h": hashed}).rowcount
+                else:
+                    deleted = conn.execute(
+                        self._delete_version, {"h": hashed, "v": version}
+                    ).rowcount
+        if self.cache is not None and (deleted or version is None):
+            self.cache.end(hashed, reason, self._now_us())
+        return bool(deleted)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _seal(self, hashed: str, version: int, meta: BlobMeta, data: Mapping[str, Any]) -> bytes:
+        try:
+            return self.codec.seal(hashed, version, meta, data)
+        except UnstorableValue:
+            raise
+        except TypeError as exc:
+            raise UnstorableValue(str(exc)) from exc
 
     def _params(
-        self, hashed: str, version: int, blob: bytes, meta: BlobMeta, data: Mapping[str, Any]
+        self,
+        hashed: str,
+        version: int,
+        blob: bytes,
+        meta: BlobMeta,
+        data: Mapping[str, Any],
+        now: datetime,
     ) -> dict[str, Any]:
         params: dict[str, Any] = {
             "h": hashed,
             "b_data": blob,
             "b_version": version,
-            "b_now": self.clock(),
+            "b_now": now,
             "b_expires": meta.expires_at,
         }
         if self.columns:
-            view = _decoded(data)
-            for name, hook in self.columns.items():
-                params[f"x_{name}"] = hook(view)
+            for name, value in self.derived_values(data).items():
+                params[f"x_{name}"] = value
         return params
 
-    def has_derived_values(self, data: Mapping[str, Any]) -> bool:
-        """True when a derived-column hook yields a value: such sessions must be revocable."""
+    def derived_values(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The values of the derived columns (``columns=``) for ``data``."""
         if not self.columns:
-            return False
+            return {}
         view = _decoded(data)
-        return any(hook(view) is not None for hook in self.columns.values())
+        return {name: hook(view) for name, hook in self.columns.items()}
 
-    def _cached(self, record: StoredSession, blob: bytes) -> StoredSession:
+    def has_derived_values(self, data: Mapping[str, Any]) -> bool:
+        """True when a derived column has a value: such a session must stay revocable."""
+        return any(value is not None for value in self.derived_values(data).values())
+
+    def _publish(
+        self,
+        hashed: str,
+        version: int,
+        blob: bytes,
+        meta: BlobMeta,
+        stamped_at: datetime,
+        token: object | None,
+    ) -> None:
+        """Cache a committed version; ``stamped_at`` was read before the write began."""
         if self.cache is not None:
-            self.cache.set(record.hashed_id, record.version, blob)
-        return record
+            ttl = self._ttl(meta.expires_at, stamped_at)
+            self.cache.publish(hashed, version, blob, to_micros(stamped_at), ttl, token)
+
+    def _record(
+        self,
+        session_id: str,
+        version: int,
+        data: Mapping[str, Any],
+        meta: BlobMeta,
+        blob: bytes,
+        *,
+        cache_only: bool = False,
+        cache_copy: CachedCopy | None = None,
+    ) -> StoredSession:
+        return StoredSession(
+            session_id,
+            version,
+            data,
+            meta.expires_at,
+            meta.touched_at,
+            meta.ssl_only,
+            len(blob),
+            cache_only,
+            cache_copy,
+        )
+
+    def _row_exists(self, hashed: str) -> bool:
+        with self._connection(commit=self._reads_commit) as conn:
+            return conn.scalar(self._select_version, {"h": hashed}) is not None
+
+    @contextmanager
+    def _refusals(self) -> Iterator[None]:
+        """Turn a constraint failure into :class:`~sa_sessions.SessionIntegrityError`."""
+        try:
+            yield
+        except sa_exc.IntegrityError as exc:
+            raise self._refused(exc) from exc
+
+    @staticmethod
+    def _refused(exc: sa_exc.IntegrityError) -> SessionIntegrityError:
+        return SessionIntegrityError(
+            f"the database refused the session row ({type(exc.orig).__name__}); "
+            "check the values your derived columns compute",
+            exc,
+        )
 
     # ------------------------------------------------------------------ maintenance
 
@@ -529,9 +831,10 @@ class SessionStore(Generic[M]):
         return (report.expired_at_start or 0) if dry_run else report.deleted
 
     def revoke(self, *criteria: ColumnElement[bool], batch_size: int = 1000) -> int:
-        """Delete every session matching SQL criteria on the model, rows then cache.
+        """End every session matching SQL criteria on the model: rows, then cache entries.
 
         Example: ``store.revoke(WebSession.user_id == 42)`` logs a user out everywhere.
+        Returns the number of sessions ended.
         """
         if not criteria:
             raise ValueError("revoke() needs at least one criterion; use purge for expiry")
@@ -543,10 +846,23 @@ class SessionStore(Generic[M]):
                 if ids:
                     deleted += conn.execute(delete(self.table).where(c.id.in_(ids))).rowcount
             if ids and self.cache is not None:
-                self.cache.delete_many(ids)
+                valid = [hashed for hashed in ids if is_hashed_id(hashed)]
+                if len(valid) != len(ids):
+                    security_log.warning(
+                        "revoke: %d rows had a malformed id", len(ids) - len(valid)
+                    )
+                self.cache.end_many(valid, EndReason.REVOKED, self._now_us())
             if len(ids) < batch_size:
                 return deleted
 
     @property
     def cache_stats(self) -> CacheStats | None:
+        """Exact counts of cache round trips (None without a cache)."""
         return self.cache.stats if self.cache is not None else None
+
+
+class _Gone:
+    """Internal marker: the row is gone (distinct from "read the row")."""
+
+
+_GONE = _Gone()

@@ -110,7 +110,7 @@ class SessionMiddleware:
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], object]:
             nonlocal failure
-            if session._loaded:  # an untouched session has nothing to save or add
+            if session.accessed:  # an untouched session has nothing to save or add
                 try:
                     extra = session.finalize()
                 except SessionBackendUnavailable as exc:

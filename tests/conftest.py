@@ -21,9 +21,9 @@ from dataclasses import field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from typing import TypeVar
 
 import pytest
-from dogpile.cache.region import CacheRegion
 from sqlalchemy import Engine
 from sqlalchemy import Integer
 from sqlalchemy import create_engine
@@ -140,13 +140,13 @@ def sql_log(engine: Engine) -> Iterator[StatementLog]:
     event.remove(engine, "before_cursor_execute", record)
 
 
-# --------------------------------------------------------------------------- memcached
+# --------------------------------------------------------------------------- cache servers
 
 
-def _load_memcached_proc() -> ModuleType:
-    """bench/memcached_proc.py: the one memcached launcher of the tests and benchmarks."""
-    path = Path(__file__).resolve().parent.parent / "bench" / "memcached_proc.py"
-    spec = importlib.util.spec_from_file_location("sa_sessions_memcached_proc", path)
+def _load_cache_servers() -> ModuleType:
+    """bench/cache_servers.py: the one launcher of memcached and redis-server processes."""
+    path = Path(__file__).resolve().parent.parent / "bench" / "cache_servers.py"
+    spec = importlib.util.spec_from_file_location("sa_sessions_cache_servers", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while building
@@ -154,39 +154,47 @@ def _load_memcached_proc() -> ModuleType:
     return module
 
 
-_memcached_proc = _load_memcached_proc()
-MemcachedProcess = _memcached_proc.MemcachedProcess
-free_port = _memcached_proc.free_port
-memcached_binary = _memcached_proc.memcached_binary
+_cache_servers = _load_cache_servers()
+MemcachedProcess = _cache_servers.MemcachedProcess
+RedisProcess = _cache_servers.RedisProcess
+free_port = _cache_servers.free_port
+memcached_binary = _cache_servers.memcached_binary
+redis_binary = _cache_servers.redis_binary
+
+P = TypeVar("P")
 
 
-@pytest.fixture
-def regions() -> Iterator[list[CacheRegion]]:
-    """Regions created by a test; their (thread-local) client sockets are closed after."""
-    made: list[CacheRegion] = []
-    yield made
-    for region in made:
-        region.backend.client.close()
+def _factory(kind: type[P], binary: str | None, what: str) -> Iterator[Callable[[], P]]:
+    """Start any number of servers of one kind; all are stopped at the end of the run."""
+    started: list[Any] = []
+
+    def start() -> P:
+        if binary is None:
+            missing_service(f"{what} binary")
+            raise AssertionError("unreachable")
+        server: Any = kind(binary)
+        server.start()
+        started.append(server)
+        return server  # type: ignore[no-any-return]
+
+    yield start
+    for server in started:
+        if server.proc is not None:
+            server.thaw()  # a stopped process ignores SIGTERM until it runs again
+        server.stop()
+
+
+def _fresh(server: Any) -> Any:
+    """The run's shared server, flushed (and restarted if a test stopped it)."""
+    if server.proc is None:
+        server.start()
+    server.flush()
+    return server
 
 
 @pytest.fixture(scope="session")
 def memcached_factory() -> Iterator[Callable[[], MemcachedProcess]]:
-    """Start any number of memcached processes; all are stopped at the end of the run."""
-    started: list[MemcachedProcess] = []
-
-    def start() -> MemcachedProcess:
-        binary = memcached_binary()
-        if binary is None:
-            missing_service("memcached binary")
-            raise AssertionError("unreachable")
-        server = MemcachedProcess(binary)
-        server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    yield from _factory(MemcachedProcess, memcached_binary(), "memcached")
 
 
 @pytest.fixture(scope="session")
@@ -196,8 +204,21 @@ def _shared_memcached(memcached_factory: Callable[[], MemcachedProcess]) -> Memc
 
 @pytest.fixture
 def memcached(_shared_memcached: MemcachedProcess) -> MemcachedProcess:
-    """The run's shared memcached, flushed (and restarted if a test stopped it)."""
-    if _shared_memcached.proc is None:
-        _shared_memcached.start()
-    _shared_memcached.flush()
-    return _shared_memcached
+    """The run's shared memcached, flushed."""
+    return _fresh(_shared_memcached)
+
+
+@pytest.fixture(scope="session")
+def redis_factory() -> Iterator[Callable[[], RedisProcess]]:
+    yield from _factory(RedisProcess, redis_binary(), "redis-server")
+
+
+@pytest.fixture(scope="session")
+def _shared_redis(redis_factory: Callable[[], RedisProcess]) -> RedisProcess:
+    return redis_factory()
+
+
+@pytest.fixture
+def redis_server(_shared_redis: RedisProcess) -> RedisProcess:
+    """The run's shared redis-server, flushed."""
+    return _fresh(_shared_redis)

@@ -414,20 +414,6 @@ def test_bad_id_or_version_arguments_are_caller_bugs(codec: BlobCodec) -> None:
         codec.seal(HID, 1, BlobMeta(datetime(2024, 1, 1), TOUCHED), {})
 
 
-def test_peek_expiry_reads_header_without_key() -> None:
-    blob = BlobCodec(SECRET).seal(HID, 1, META, {"a": 1})
-    stranger = BlobCodec(OTHER_SECRET)
-    assert stranger.peek_expiry(blob) == EXPIRES
-    assert stranger.peek_expiry(blob[:10]) is None
-    assert stranger.peek_expiry(b"") is None
-    assert stranger.peek_expiry(b"\x20" + blob[1:]) is None
-    huge = bytes([0x10]) + (2**62).to_bytes(8, "big") + blob[9:]
-    assert stranger.peek_expiry(huge) is None
-
-
-# --------------------------------------------------------------------------- keyed pickles
-
-
 def test_open_lazy_leaves_values_packed_until_asked(codec: BlobCodec) -> None:
     data = {"cart": [{"sku": "A-1", "qty": 2}], "user": 42, "when": EXPIRES}
     meta, lazy = codec.open_lazy(HID, 1, codec.seal(HID, 1, META, data))
@@ -1030,3 +1016,57 @@ def test_property_seal_open_round_trip(data: dict[str, Any], serializer: Any) ->
     codec = BlobCodec(SECRET, serializer=serializer)
     opened = codec.open(HID, 9, codec.seal(HID, 9, META, data))[1]
     same(data, opened)
+
+
+# --------------------------------------------------------------------------- classes stay unchanged
+
+
+def build_on_class(module: str, name: str, attribute: str, value: str) -> bytes:
+    """A protocol-5 pickle of ``{"x": <class>}`` whose BUILD sets an attribute of the class
+    itself (slot state ``(None, {attribute: value})``): what a forged blob would try."""
+    return (
+        pickle.PROTO + b"\x05" + pickle.EMPTY_DICT + sstr("x")
+        + sstr(module) + sstr(name) + pickle.STACK_GLOBAL
+        + pickle.NONE + pickle.EMPTY_DICT + sstr(attribute) + sstr(value) + pickle.SETITEM
+        + pickle.TUPLE2 + pickle.BUILD
+        + pickle.SETITEM + pickle.STOP
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("module", "name"), [("uuid", "UUID"), (__name__, "Prefs"), ("datetime", "datetime")]
+)
+def test_a_forged_blob_cannot_set_the_attributes_of_a_class(module: str, name: str) -> None:
+    """With the blob key leaked, a pickle could aim BUILD at an allowed class instead of
+    an instance and change that class for the whole process; it is refused."""
+    codec = BlobCodec(SECRET, allowed_classes=[Prefs])
+    cls = {"UUID": UUID, "Prefs": Prefs, "datetime": datetime}[name]
+    before = dict(vars(cls))
+    with pytest.raises(CodecError):
+        codec.open(HID, 1, forge(build_on_class(module, name, "theme", "owned")))
+    assert "theme" not in vars(cls) or vars(cls)["theme"] == before.get("theme")
+    assert dict(vars(cls)) == before
+
+
+def test_the_plain_unpickler_would_have_let_that_through() -> None:
+    """Why the guard exists: the standard restricted pattern sets the attribute."""
+
+    class Open(pickle.Unpickler):
+        def find_class(self, module: str, name: str, /) -> Any:
+            return {(__name__, "Prefs"): Prefs}[(module, name)]
+
+    payload = build_on_class(__name__, "Prefs", "planted", "yes")
+    try:
+        Open(io.BytesIO(payload)).load()
+        assert vars(Prefs).get("planted") == "yes"
+    finally:
+        if "planted" in vars(Prefs):
+            delattr(Prefs, "planted")
+
+
+def test_classes_defined_in_python_still_round_trip() -> None:
+    """UUIDs and the application's classes load through the guarded path."""
+    codec = BlobCodec(SECRET, allowed_classes=[Prefs, Point])
+    data = {"u": UUID(int=7), "p": Prefs("dark", (1, 2)), "pt": Point(1, 2), "d": EXPIRES}
+    blob = codec.seal(HID, 1, META, data)
+    assert codec.open(HID, 1, blob)[1] == data

@@ -1,4 +1,4 @@
-"""Log out everywhere: ``store.revoke(WebSession.user_id == 42)`` (SECURITY.md R39, R24).
+"""Log out everywhere: ``store.revoke(WebSession.user_id == 42)``.
 
 Sessions that carry a derived-column value (here ``user_id``) always live
 server-side, even when small enough for a cookie, so revoking their rows and
@@ -19,28 +19,22 @@ from sqlalchemy import select
 from sa_sessions import SessionMiddleware
 from sa_sessions import SessionStore
 from sa_sessions import memory_region
-from sa_sessions.cache import cache_key
-from sa_sessions.ids import hash_session_id
-from sa_sessions.ids import new_session_id
+from sa_sessions.cache.entry import Kind
 from sa_sessions.wsgi import ENVIRON_KEY
 
 from .conftest import OTHER_SECRET
 from .conftest import SECRET
 from .conftest import StatementLog
+from .test_store import cache_kind_of
 from .test_store import meta
 
 
 @pytest.fixture
-def cache_dict() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture
-def store(model: type[Any], engine: Engine, cache_dict: dict[str, Any]) -> SessionStore[Any]:
+def store(model: type[Any], engine: Engine) -> SessionStore[Any]:
     return SessionStore(
         model,
         engine,
-        region=memory_region(cache_dict=cache_dict),
+        region=memory_region(),
         secret_keys=SECRET,
         columns={"user_id": lambda data: data.get("user_id")},
     )
@@ -97,22 +91,20 @@ def rows_by_user(engine: Engine, store: SessionStore[Any]) -> list[Any]:
         return sorted(conn.scalars(select(store.table.c.user_id)), key=lambda v: v or -1)
 
 
-def test_revoke_deletes_rows_and_cache_entries(
-    store: SessionStore[Any], engine: Engine, cache_dict: dict[str, Any]
+def test_revoke_deletes_rows_and_ends_cache_entries(
+    store: SessionStore[Any], engine: Engine
 ) -> None:
     ids: dict[int, list[str]] = {42: [], 7: []}
     for uid, count in ((42, 3), (7, 1)):
         for _ in range(count):
-            sid = new_session_id()
-            store.create(sid, {"user_id": uid}, meta())
-            ids[uid].append(sid)
+            ids[uid].append(store.create({"user_id": uid}, expires_at=meta().expires_at).session_id)
     for sid in ids[42]:
-        assert cache_key(hash_session_id(sid)) in cache_dict
+        assert cache_kind_of(store, sid) is Kind.COPY
     assert store.revoke(store.model.user_id == 42) == 3
     for sid in ids[42]:
-        assert cache_key(hash_session_id(sid)) not in cache_dict
+        assert cache_kind_of(store, sid) is Kind.ENDED
         assert store.load(sid) is None
-    assert cache_key(hash_session_id(ids[7][0])) in cache_dict
+    assert cache_kind_of(store, ids[7][0]) is Kind.COPY
     assert rows_by_user(engine, store) == [7]
     assert store.revoke(store.model.user_id == 42) == 0
 
@@ -151,7 +143,7 @@ def test_log_out_everywhere_through_the_middleware(
 def test_cookie_sessions_without_user_stay_in_the_cookie(
     store: SessionStore[Any], engine: Engine
 ) -> None:
-    """The other side of the trade-off (R24): no row, nothing to revoke."""
+    """The other side of the trade-off: no row, nothing to revoke."""
     middleware = SessionMiddleware(app, store, cookie_key=OTHER_SECRET)
     browser = Browser(middleware)
     browser.get("/cart")

@@ -65,6 +65,9 @@ from sa_sessions import SessionStore
 from sa_sessions import get_current_session
 from sa_sessions import memcached_region
 from sa_sessions import memory_region
+from sa_sessions import redis_region
+from sa_sessions.cache.entry import Kind
+from sa_sessions.cookies import MAX_COOKIE_BYTES
 from sa_sessions.cookies import CookieCodec
 from sa_sessions.cookies import CookieState
 from sa_sessions.ids import hash_session_id
@@ -72,6 +75,7 @@ from sa_sessions.wsgi import ENVIRON_KEY
 
 from .conftest import SECRET
 from .conftest import MemcachedProcess
+from .conftest import RedisProcess
 from .conftest import StatementLog
 
 with warnings.catch_warnings():
@@ -82,7 +86,7 @@ with warnings.catch_warnings():
 UTC = timezone.utc
 COOKIE = "session"
 HOST_COOKIE = "__Host-session"
-MAX_SET_COOKIE = 4096
+MAX_SET_COOKIE = MAX_COOKIE_BYTES
 
 Hook = Callable[[Any], Any]
 StartResponse = Callable[..., Any]
@@ -393,15 +397,17 @@ class Client:
 
 # --------------------------------------------------------------------------- fixtures
 
+#: The backend combinations every end-to-end suite runs on.
 CONFIGS = [
     pytest.param("sqlite", id="sqlite-memory"),
     pytest.param("mysql", id="mariadb-memcached", marks=[pytest.mark.mysql, pytest.mark.memcached]),
+    pytest.param("postgres", id="postgres-redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
 ]
 
 
 @pytest.fixture(params=CONFIGS, name="db_kind")
 def db_kind_fixture(request: pytest.FixtureRequest) -> str:
-    """Overrides conftest's db_kind: SQLite + memory region, MariaDB + real memcached."""
+    """Overrides conftest's db_kind: SQLite + memory, MariaDB + memcached, PostgreSQL + Redis."""
     return str(request.param)
 
 
@@ -414,6 +420,9 @@ def clock_fixture() -> FakeClock:
 def region_fixture(db_kind: str, request: pytest.FixtureRequest) -> CacheRegion:
     if db_kind == "sqlite":
         return memory_region()
+    if db_kind == "postgres":
+        redis: RedisProcess = request.getfixturevalue("redis_server")
+        return redis_region(redis.url)
     server: MemcachedProcess = request.getfixturevalue("memcached")
     return memcached_region([server.address])
 
@@ -476,14 +485,29 @@ class Web:
         with self.engine.connect() as conn:
             return len(conn.execute(select(self.store.table.c.id)).all())
 
-    def cached(self, session_id: str, store: SessionStore[Any] | None = None) -> bool:
-        """Whether the cache holds an entry for the session (not counted in stats)."""
+    def cache_entry(self, session_id: str, store: SessionStore[Any] | None = None) -> Any:
+        """The authenticated cache entry of a session, or None (not counted in stats)."""
         cache = (store or self.store).cache
         assert cache is not None
-        from dogpile.cache.api import NO_VALUE
+        hashed = hash_session_id(session_id)
+        found = cache.backend.get(cache.key(hashed))
+        return None if found is None else cache.entries.decode(hashed, found[0])
 
-        value = cache.region.get(cache.key(hash_session_id(session_id)))
-        return value is not NO_VALUE and value is not None
+    def evict(self, session_id: str, store: SessionStore[Any] | None = None) -> None:
+        """Drop the session's cache entry, as an eviction would (not counted in stats)."""
+        cache = (store or self.store).cache
+        assert cache is not None
+        cache.backend.delete(cache.key(hash_session_id(session_id)))
+
+    def cached(self, session_id: str, store: SessionStore[Any] | None = None) -> bool:
+        """Whether the cache holds a copy of the session (not an end marker)."""
+        entry = self.cache_entry(session_id, store)
+        return entry is not None and entry.kind is Kind.COPY
+
+    def ended_in_cache(self, session_id: str, store: SessionStore[Any] | None = None) -> bool:
+        """Whether the cache holds an end marker for the session."""
+        entry = self.cache_entry(session_id, store)
+        return entry is not None and entry.kind is Kind.ENDED
 
 
 @pytest.fixture(name="web")

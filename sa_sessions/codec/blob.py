@@ -17,9 +17,10 @@ Layout (all integers big-endian)::
 
 The MAC binds the blob to its row and version, so a blob copied from another row or replayed at
 another version fails; it is checked in constant time before anything is decompressed or
-deserialized (SECURITY.md R27). Pickle is then loaded only through an exact ``(module, name)``
-allow-list (R26), and values are checked against that same allow-list while pickling, so nothing
-is stored that loading would refuse (R30). The MAC, not the allow-list, is what keeps untrusted
+deserialized, so write access to the database or the cache cannot plant a payload or swap
+another session's blob. Pickle is then loaded only through an exact ``(module, name)``
+allow-list, and values are checked against that same allow-list while pickling, so nothing
+is stored that loading would refuse. The MAC, not the allow-list, is what keeps untrusted
 bytes away from the unpickler: with a leaked key an attacker still cannot run code, but can make
 the unpickler allocate memory. This is the only module of the package that imports pickle.
 
@@ -35,7 +36,6 @@ import copyreg
 import io
 import logging
 import pickle
-import re
 import sys
 import zlib
 from collections.abc import Iterable
@@ -57,9 +57,11 @@ from sa_sessions._clock import UTC
 from sa_sessions._clock import from_micros
 from sa_sessions._clock import to_micros
 from sa_sessions.codec import tagged
+from sa_sessions.codec.inflate import inflate
 from sa_sessions.exceptions import CodecError
 from sa_sessions.exceptions import SessionConfigError
 from sa_sessions.exceptions import SessionTooLarge
+from sa_sessions.ids import is_hashed_id
 from sa_sessions.signing import KeyInput
 from sa_sessions.signing import KeyRing
 
@@ -83,7 +85,6 @@ MAC_SIZE: Final = 32
 _FLAG_MASK: Final = FLAG_JSON | FLAG_ZLIB | FLAG_SSL_ONLY | FLAG_KEYED
 _MIN_BLOB: Final = HEADER_SIZE + MAC_SIZE
 _MAC_LABEL: Final = b"sa_sessions.blob.v1\x00"
-_HASHED_ID: Final = re.compile(r"[0-9a-f]{64}")
 _STR_ONLY: Final = frozenset({str})
 _BYTES_ONLY: Final = frozenset({bytes})
 _PICKLE_PROTOCOL: Final = 5
@@ -172,7 +173,7 @@ def _class_key(cls: object) -> tuple[str, str]:
 
 
 def _mac_prefix(hashed_id: str, version: int) -> bytes:
-    if type(hashed_id) is not str or _HASHED_ID.fullmatch(hashed_id) is None:
+    if type(hashed_id) is not str or not is_hashed_id(hashed_id):
         raise ValueError("hashed_id must be 64 lowercase hex characters")
     if type(version) is not int or not -(2**63) <= version < 2**63:
         raise ValueError("version must be an int that fits in 8 signed bytes")
@@ -210,7 +211,7 @@ class _Sink:
 
 
 class _CheckingPickler(pickle.Pickler):
-    """Refuses, before writing it, any value the restricted unpickler would refuse (R30)."""
+    """Refuses, before writing it, any value the restricted unpickler would refuse."""
 
     def __init__(self, sink: _Sink, classes: frozenset[type], registered: frozenset[type]) -> None:
         super().__init__(sink, protocol=_PICKLE_PROTOCOL)
@@ -265,15 +266,60 @@ def _reduce_registered(value: Any, cls: type) -> Any:
     raise TypeError(f"{_type_name(cls)} customises pickling; only plain classes can be stored")
 
 
+#: ``Py_TPFLAGS_IMMUTABLETYPE``: a type whose attributes cannot be set (built-in and
+#: extension types such as datetime or Decimal).
+_IMMUTABLE_TYPE = 1 << 8
+
+
+def _immutable(cls: type) -> bool:
+    return bool(cls.__flags__ & _IMMUTABLE_TYPE)
+
+
+class _NeedsGuard(Exception):
+    """Internal: the pickle names a class whose attributes can be set; load it guarded."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only exact allow-listed ``(module, name)`` pairs, never dotted names (R26).
+    """Resolves only exact allow-listed ``(module, name)`` pairs, never dotted names.
+
+    A dotted name would let protocol 4+ pickles walk attributes (``module.sub.func``)
+    out of an allowed module.  This C unpickler resolves only immutable types (datetime,
+    Decimal, ...): a pickle naming a class defined in Python (``uuid.UUID``, the
+    application's ``pickle_classes``) is loaded again by :class:`_GuardedUnpickler`,
+    which refuses to set attributes on a class.
 
     Subclassed once per codec with its allow-list as a class attribute (see
-    :func:`_unpickler_for`), so building one per value stays in C: a keyed pickle
+    :func:`_unpicklers_for`), so building one per value stays in C: a keyed pickle
     builds one per value read.
     """
 
     allowed: ClassVar[Mapping[tuple[str, str], type]] = {}
+
+    def find_class(self, module_name: str, global_name: str, /) -> Any:
+        if "." not in global_name:
+            found = self.allowed.get((module_name, global_name))
+            if found is not None:
+                if not _immutable(found):
+                    raise _NeedsGuard
+                return found
+        raise pickle.UnpicklingError(
+            f"global {module_name[:100]!r} {global_name[:100]!r} is not in the allow-list"
+        )
+
+
+class _GuardedUnpickler(pickle._Unpickler):
+    """The same allow-list on the pure-Python unpickler, which lets BUILD be checked.
+
+    BUILD sets the state of the object below it on the stack; aimed at a class instead
+    of an instance, it would set that class's attributes for the whole process (a
+    forged blob, with a leaked key, changing a default such as ``is_admin``).  The
+    Python unpickler (``pickle._Unpickler``, the standard library's reference
+    implementation) is slower, so only pickles that name a class defined in Python
+    take this path.
+    """
+
+    allowed: ClassVar[Mapping[tuple[str, str], type]] = {}
+    dispatch: ClassVar[dict[int, Any]] = dict(pickle._Unpickler.dispatch)
 
     def find_class(self, module_name: str, global_name: str, /) -> Any:
         if "." not in global_name:
@@ -284,10 +330,23 @@ class _RestrictedUnpickler(pickle.Unpickler):
             f"global {module_name[:100]!r} {global_name[:100]!r} is not in the allow-list"
         )
 
+    def load_build(self) -> None:
+        stack: list[Any] = self.stack  # type: ignore[attr-defined]
+        if isinstance(stack[-2], type):
+            raise pickle.UnpicklingError("a pickle may not set the attributes of a class")
+        pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
 
-def _unpickler_for(allowed: Mapping[tuple[str, str], type]) -> type[_RestrictedUnpickler]:
-    """A restricted unpickler class bound to one allow-list."""
-    return type("_BoundUnpickler", (_RestrictedUnpickler,), {"allowed": allowed})
+    dispatch[pickle.BUILD[0]] = load_build
+
+
+def _unpicklers_for(
+    allowed: Mapping[tuple[str, str], type],
+) -> tuple[type[_RestrictedUnpickler], type[_GuardedUnpickler]]:
+    """The fast and the guarded unpickler classes bound to one allow-list."""
+    return (
+        type("_BoundUnpickler", (_RestrictedUnpickler,), {"allowed": allowed}),
+        type("_BoundGuardedUnpickler", (_GuardedUnpickler,), {"allowed": allowed}),
+    )
 
 
 class BlobCodec:
@@ -309,6 +368,7 @@ class BlobCodec:
     __slots__ = (
         "_classes",
         "_globals",
+        "_guarded",
         "_registered",
         "_ring",
         "_unpickler",
@@ -341,7 +401,7 @@ class BlobCodec:
                 raise SessionConfigError(f"{key[0]}.{key[1]} clashes with another allowed class")
             registered.add(cls)
         self._globals: Mapping[tuple[str, str], type] = allowed
-        self._unpickler = _unpickler_for(allowed)
+        self._unpickler, self._guarded = _unpicklers_for(allowed)
         self._classes = frozenset(allowed.values())
         self._registered = frozenset(registered)
 
@@ -455,7 +515,7 @@ class BlobCodec:
         try:
             return self._decode(header, blob)
         except Exception as exc:  # UnpicklingError, MemoryError, RecursionError, EOFError, ...
-            # Authentic but undecodable: a leaked key, or an allow-list/code change (R28).
+            # Authentic but undecodable: a leaked key, or an allow-list/code change.
             _security_log.error(
                 "session blob %s passed its MAC but cannot be decoded (%s)",
                 hashed_id[:12],
@@ -473,7 +533,7 @@ class BlobCodec:
         )
         payload = blob[HEADER_SIZE:-MAC_SIZE]
         if header & FLAG_ZLIB:
-            payload = self._inflate(payload)
+            payload = inflate(payload, self.max_bytes)  # its CodecError says what is wrong
         if header & FLAG_JSON:
             data = tagged.loads(payload, max_bytes=self.max_bytes)
         else:
@@ -486,18 +546,9 @@ class BlobCodec:
             data = {key: Packed(self, raw) for key, raw in data.items()}
         return meta, data
 
-    def _inflate(self, packed: bytes) -> bytes:
-        """Bounded decompression: a zlib bomb stops after max_bytes + 1 bytes of output."""
-        inflater = zlib.decompressobj()
-        payload = inflater.decompress(packed, self.max_bytes + 1)
-        if len(payload) > self.max_bytes or inflater.unconsumed_tail:
-            raise CodecError(f"decompressed session blob is over the limit of {self.max_bytes}")
-        if not inflater.eof or inflater.unused_data:
-            raise CodecError("compressed session blob is truncated or has trailing bytes")
-        return payload
-
     def _unpickle_value(self, raw: bytes) -> Any:
-        """One value of a keyed pickle; every failure is a CodecError (R28)."""
+        """One value of a keyed pickle; every failure (a MemoryError or RecursionError
+        from crafted bytes included) is a CodecError."""
         try:
             return self._unpickle(raw)
         except CodecError:
@@ -509,16 +560,11 @@ class BlobCodec:
         if payload[:2] != _PICKLE_MAGIC:
             raise CodecError("session blob payload is not a protocol 5 pickle")
         stream = io.BytesIO(payload)
-        data = self._unpickler(stream, fix_imports=False).load()
+        try:
+            data = self._unpickler(stream, fix_imports=False).load()
+        except _NeedsGuard:
+            stream = io.BytesIO(payload)
+            data = self._guarded(stream, fix_imports=False).load()
         if stream.tell() != len(payload):  # pickle.load ignores bytes after STOP
             raise CodecError("session blob payload has trailing bytes")
         return data
-
-    def peek_expiry(self, blob: bytes) -> datetime | None:
-        """The expiry from the header WITHOUT checking the MAC: diagnostics only, never trust it."""
-        try:
-            if len(blob) < _MIN_BLOB or blob[0] >> 4 != FORMAT_VERSION:
-                return None
-            return from_micros(int.from_bytes(blob[1:9], "big", signed=True))
-        except Exception:
-            return None
