@@ -6,6 +6,8 @@ row of your own SQLAlchemy model, read through memcached.  See the README.
 
 from __future__ import annotations
 
+import logging
+
 from .cache import memcached_region as memcached_region
 from .cache import memory_region as memory_region
 from .cache import redis_region as redis_region
@@ -26,6 +28,10 @@ from .wsgi import SessionMiddleware as SessionMiddleware
 from .wsgi import get_current_session as get_current_session
 
 __version__ = "0.1.0"
+
+# A library never decides where its log records go: without any logging configured,
+# its warnings must not appear on stderr by themselves.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "CleanupAlreadyRunning",

@@ -140,6 +140,10 @@ class CookiePolicy:
     ``samesite="none"`` requires ``secure=True``: browsers drop ``SameSite=None``
     cookies without ``Secure``, and with ``secure=None`` every http response would
     carry such a cookie.
+
+    ``partitioned=True`` adds ``Partitioned`` (CHIPS: a cookie kept per top-level
+    site, for an application embedded in other sites' pages); browsers accept it only
+    on a Secure cookie, so it requires ``secure=True``.
     """
 
     __slots__ = (
@@ -152,6 +156,7 @@ class CookiePolicy:
         "host_prefix",
         "httponly",
         "name",
+        "partitioned",
         "path",
         "samesite",
         "secure",
@@ -167,6 +172,7 @@ class CookiePolicy:
         samesite: SameSite = "lax",
         httponly: bool = True,
         host_prefix: bool = True,
+        partitioned: bool = False,
     ) -> None:
         if not isinstance(name, str) or _TOKEN.fullmatch(name) is None:
             raise SessionConfigError(
@@ -196,6 +202,11 @@ class CookiePolicy:
                 "samesite='none' requires secure=True: browsers reject SameSite=None "
                 "cookies that are not Secure"
             )
+        if partitioned and secure is not True:
+            raise SessionConfigError(
+                "partitioned=True requires secure=True: browsers accept Partitioned "
+                "cookies only when they are Secure"
+            )
         if host_prefix and secure is not False and (domain is not None or path != "/"):
             raise SessionConfigError(
                 "the __Host- prefix (host_prefix=True) requires path='/' and no domain; "
@@ -208,10 +219,13 @@ class CookiePolicy:
         self.samesite: SameSite = samesite
         self.httponly = bool(httponly)
         self.host_prefix = bool(host_prefix)
+        self.partitioned = bool(partitioned)
         self._path_attr = f"; Path={path}"
         self._domain_attr = f"; Domain={domain}" if domain is not None else ""
         tail = "; HttpOnly" if self.httponly else ""
-        self._attrs_tail = f"{tail}; SameSite={_SAMESITE_TEXT[samesite]}"
+        self._attrs_tail = f"{tail}; SameSite={_SAMESITE_TEXT[samesite]}" + (
+            "; Partitioned" if partitioned else ""
+        )
         self._delete_tail = f"; Expires={_EPOCH_EXPIRES}; Max-Age=0"
         # Indexed by "is the request https": read on every request, computed once.
         self._read_names = tuple(
@@ -222,7 +236,8 @@ class CookiePolicy:
         return (
             f"CookiePolicy({self.name!r}, path={self.path!r}, domain={self.domain!r}, "
             f"secure={self.secure!r}, samesite={self.samesite!r}, "
-            f"httponly={self.httponly!r}, host_prefix={self.host_prefix!r})"
+            f"httponly={self.httponly!r}, host_prefix={self.host_prefix!r}, "
+            f"partitioned={self.partitioned!r})"
         )
 
     def cookie_name(self, secure: bool) -> str:
@@ -258,20 +273,30 @@ class CookiePolicy:
         return self._read_names[https]
 
     def set_cookie_header(
-        self, value: str, *, secure: bool, expires_at: datetime, now: datetime
+        self,
+        value: str,
+        *,
+        secure: bool,
+        expires_at: datetime,
+        now: datetime,
+        persistent: bool = True,
     ) -> str:
         """The complete ``Set-Cookie`` value (without ``Set-Cookie:``).
 
         ``Expires`` is real GMT whatever the local time zone (the origin labelled local
         time GMT); ``Max-Age`` is whole seconds left, never negative.  Both are hints:
         the signed expiry is what is enforced, whatever the browser does with them.
+        With ``persistent=False`` both are left out: the browser drops the cookie when
+        it closes (the signed expiry still applies).
         """
         if _VALUE.fullmatch(value) is None:
             raise ValueError("cookie values may only contain [A-Za-z0-9._-]")
         if expires_at.tzinfo is None or now.tzinfo is None:
             raise ValueError("expires_at and now must be aware datetimes")
-        max_age = max(0, int((expires_at - now).total_seconds()))
-        expires = http_date(expires_at)
+        lifetime = ""
+        if persistent:
+            max_age = max(0, int((expires_at - now).total_seconds()))
+            lifetime = f"; Expires={http_date(expires_at)}; Max-Age={max_age}"
         return "".join(
             (
                 self.cookie_name(secure),
@@ -279,10 +304,7 @@ class CookiePolicy:
                 value,
                 self._path_attr,
                 self._domain_attr,
-                "; Expires=",
-                expires,
-                "; Max-Age=",
-                str(max_age),
+                lifetime,
                 "; Secure" if secure else "",
                 self._attrs_tail,
             )

@@ -104,6 +104,7 @@ def _adopt_data_cookie(
     state.adopted_cookie(
         cookie.session_id, cookie.expires_at, touched_at, cookie.ssl_only, cookie.key_index
     )
+    state.persistent = cookie.extra.get("p") != 0
     state.touch_due = _touch_due(settings, touched_at, now)
     _log_resign(state)
     return dict(cookie.data or {})
@@ -136,12 +137,15 @@ def _adopt_id_cookie(
         store.delete(record.session_id, version=record.version, cache_only=record.cache_only)
         return None
     state.adopted_record(record, cookie.key_index, min_version)
+    state.persistent = cookie.extra.get("p") != 0
+    state.keep_on_server = record.pinned
+    state.idle_timeout = record.idle_timeout
     state.touch_due = _touch_due(settings, record.touched_at, now)
     _log_resign(state)
     return dict(record.data)
 
 
 def _log_resign(state: SessionState) -> None:
-    if state.resign_due and state.sid is not None:
+    if state.cookie_due and state.sid is not None:
         log.info("session %s signed with an older key; re-signing",
                  log_id(hash_session_id(state.sid)))  # fmt: skip

@@ -91,12 +91,12 @@ class Saver:
             if st.dirty:
                 self.end()
                 return self._expired_cookie()
-        if not (st.dirty or st.touch_due or st.resign_due):
+        if not (st.dirty or st.touch_due or st.cookie_due):
             return []
         now = self.settings.clock()
         if st.dirty or st.touch_due:
             st.touched_at = now
-        elif st.phase is Phase.STORED:  # only a re-sign with the current key is due
+        elif st.phase is Phase.STORED:  # only the cookie is due (a re-sign, `permanent`)
             return [self._id_cookie(now)]
         cookie = None if self._server_only() else self._data_cookie(now)
         if cookie is not None and st.phase is Phase.STORED:
@@ -143,9 +143,10 @@ class Saver:
             return None  # an undecodable value: leave the session where it is
         assert st.touched_at is not None
         try:
-            value = settings.cookies.encode(
-                self._cookie_state("data", now, values, {"t": to_micros(st.touched_at)})
-            )
+            extra: dict[str, Any] = {"t": to_micros(st.touched_at)}
+            if not st.persistent:
+                extra["p"] = 0
+            value = settings.cookies.encode(self._cookie_state("data", now, values, extra))
         except (TypeError, SessionTooLarge):
             if settings.store is None:
                 raise
@@ -162,7 +163,10 @@ class Saver:
         """The id cookie, naming the version the client is being shown."""
         record = self.state.record
         assert record is not None
-        state = self._cookie_state("id", now, None, {"v": record.version})
+        extra: dict[str, Any] = {"v": record.version}
+        if not self.state.persistent:
+            extra["p"] = 0
+        state = self._cookie_state("id", now, None, extra)
         return ("Set-Cookie", self._set_cookie(self.settings.cookies.encode(state), now))
 
     def _cookie_state(
@@ -176,7 +180,9 @@ class Saver:
         policy, st = self.settings.policy, self.state
         assert st.expires_at is not None
         secure = policy.is_secure(https=self.https, ssl_only=st.ssl_only)
-        return policy.set_cookie_header(value, secure=secure, expires_at=st.expires_at, now=now)
+        return policy.set_cookie_header(
+            value, secure=secure, expires_at=st.expires_at, now=now, persistent=st.persistent
+        )
 
     def _expired_cookie(self) -> Headers:
         policy = self.settings.policy
@@ -232,7 +238,7 @@ class Saver:
                 saved = store.save_quick(record, self.data)
                 if saved is not None:
                     st.stored(saved)
-                    return [self._id_cookie(now)] if st.resign_due else []
+                    return [self._id_cookie(now)] if st.cookie_due else []
             saved = store.save(
                 st.sid,
                 self.data,
@@ -241,6 +247,8 @@ class Saver:
                 changes=self.changes,
                 touched_at=now,
                 ssl_only=st.ssl_only,
+                pinned=st.keep_on_server,
+                idle_timeout=st.idle_timeout,
                 cache_only=cache_only,
                 lazy=True,
             )
@@ -259,6 +267,8 @@ class Saver:
                         expires_at=st.expires_at,
                         touched_at=now,
                         ssl_only=st.ssl_only,
+                        pinned=st.keep_on_server,
+                        idle_timeout=st.idle_timeout,
                         cache_only=cache_only,
                     )
                     break

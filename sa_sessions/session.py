@@ -231,6 +231,31 @@ class Session(MutableMapping[str, Any]):
                 state.dirty = Dirty.FULL
 
     @property
+    def permanent(self) -> bool:
+        """Whether the cookie outlives the browser (Flask's name for it).
+
+        False sends a browser-session cookie (no ``Expires``/``Max-Age``) for this
+        session from now on; the session's own expiry still applies.  The default is
+        the middleware's ``persistent`` option.
+        """
+        state = self._load()
+        return state.persistent if state.active else self._settings.persistent
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        state = self._load()
+        if not state.active:
+            self._begin(None, ssl_only=False)
+        if bool(value) != state.persistent:
+            state.persistent = bool(value)
+            state.reissue = True
+
+    @property
+    def new(self) -> bool:
+        """True when the session was begun in this request (Flask's ``SessionMixin.new``)."""
+        return self._state is not None and self._state.created
+
+    @property
     def modified(self) -> bool:
         """True when a full save is pending; set it to force one (every key counts as set)."""
         return self._state is not None and self._state.dirty is Dirty.FULL
@@ -332,7 +357,13 @@ class Session(MutableMapping[str, Any]):
     def _begin(self, expiration: Expiration, *, ssl_only: bool) -> None:
         state = self._load()
         now = self._settings.clock()
-        state.begun(new_session_id(), self._resolve_expiration(expiration), now, ssl_only)
+        state.begun(
+            new_session_id(),
+            self._resolve_expiration(expiration),
+            now,
+            ssl_only,
+            self._settings.persistent,
+        )
         self._data = {}
         self._changes = {}
         log.debug("session %s started", self._log_id)
@@ -378,6 +409,7 @@ class Session(MutableMapping[str, Any]):
         state.touch_due = False
         if headers:
             state.key_index = 0  # whatever was sent is signed with the current key
+            state.reissue = False
         return headers
 
     def finalize(self) -> list[tuple[str, str]]:

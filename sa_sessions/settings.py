@@ -39,6 +39,8 @@ class SessionSettings:
     cookie_only_threshold: int = MAX_COOKIE_BYTES
     no_datastore: bool = False
     max_cookie_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    #: Cookies with an expiry (True), or browser-session cookies (False) by default.
+    persistent: bool = True
     clock: Clock = field(default=utcnow)
 
     @classmethod
@@ -59,6 +61,8 @@ class SessionSettings:
         idle_timeout: timedelta | None = None,
         encrypt_cookies: bool = False,
         max_cookie_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        persistent: bool = True,
+        partitioned: bool = False,
         clock: Callable[[], Any] = utcnow,
     ) -> SessionSettings:
         """Check every option and build the shared settings (raises SessionConfigError)."""
@@ -93,6 +97,7 @@ class SessionSettings:
             secure=secure,
             samesite=samesite,
             host_prefix=host_prefix,
+            partitioned=partitioned,
         )
         cookies = CookieCodec(cookie_key, cookie_name=cookie_name, encrypt=encrypt_cookies)
         return cls(
@@ -105,4 +110,5 @@ class SessionSettings:
             no_datastore=no_datastore,
             max_cookie_header_bytes=max_cookie_header_bytes,
             clock=clock,
+            persistent=bool(persistent),
         )

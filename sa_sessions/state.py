@@ -78,6 +78,12 @@ class SessionState:
     expire_cookie: bool = False
     #: Keep the session server-side even when it would fit the cookie (revocable).
     keep_on_server: bool = False
+    #: The cookie carries an expiry (False: a browser-session cookie).
+    persistent: bool = True
+    #: The session was begun in this request.
+    created: bool = False
+    #: Send the cookie again even if nothing else changed (its attributes changed).
+    reissue: bool = False
 
     @property
     def active(self) -> bool:
@@ -124,7 +130,9 @@ class SessionState:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def begun(self, sid: str, expires_at: datetime, now: datetime, ssl_only: bool) -> None:
+    def begun(
+        self, sid: str, expires_at: datetime, now: datetime, ssl_only: bool, persistent: bool
+    ) -> None:
         """A new empty session (``start()``, or the first write without one)."""
         if self.active or self.presented is not Presented.NOTHING:
             self.expire_cookie = True  # the old cookie must not outlive it, even if unused
@@ -137,6 +145,8 @@ class SessionState:
         self.key_index = 0
         self.cookie_version = 0
         self.touch_due = False
+        self.persistent = persistent
+        self.created = True
         self.dirty = Dirty.FULL
 
     def regenerated(self, sid: str, expires_at: datetime | None) -> None:
@@ -175,6 +185,7 @@ class SessionState:
         self.dirty = Dirty.CLEAN
         self.touch_due = False
         self.keep_on_server = False
+        self.reissue = False
         self.cookie_version = 0
 
     # ------------------------------------------------------------------ saving
@@ -194,6 +205,7 @@ class SessionState:
         self.expire_cookie = False
 
     @property
-    def resign_due(self) -> bool:
-        """The cookie was signed by an older key: issue it again with the current one."""
-        return self.key_index > 0
+    def cookie_due(self) -> bool:
+        """The cookie must be sent again though the session did not change: it was
+        signed by an older key, or its attributes changed (``permanent``)."""
+        return self.key_index > 0 or self.reissue

@@ -136,6 +136,10 @@ class StoredSession:
     blob_size: int = 0
     cache_only: bool = False
     cache_copy: CachedCopy | None = field(default=None, repr=False, compare=False)
+    #: Kept server-side even when small enough for its cookie (``Session.save(True)``).
+    pinned: bool = False
+    #: The session's own idle timeout (None: the application's).
+    idle_timeout: timedelta | None = None
 
     @property
     def hashed_id(self) -> str:
@@ -496,11 +500,19 @@ class SessionStore(Generic[M]):
         *,
         expires_at: datetime,
         ssl_only: bool = False,
+        pinned: bool = False,
+        idle_timeout: timedelta | None = None,
         cache_only: bool = False,
     ) -> StoredSession:
         """Store a new session under a fresh id (in ``record.session_id``)."""
         saved = self.save(
-            new_session_id(), data, expires_at=expires_at, ssl_only=ssl_only, cache_only=cache_only
+            new_session_id(),
+            data,
+            expires_at=expires_at,
+            ssl_only=ssl_only,
+            pinned=pinned,
+            idle_timeout=idle_timeout,
+            cache_only=cache_only,
         )
         assert saved is not None  # a new session cannot have been deleted meanwhile
         return saved
@@ -515,6 +527,8 @@ class SessionStore(Generic[M]):
         changes: Mapping[str, Any] | None = None,
         touched_at: datetime | None = None,
         ssl_only: bool = False,
+        pinned: bool = False,
+        idle_timeout: timedelta | None = None,
         cache_only: bool = False,
         lazy: bool = False,
     ) -> StoredSession | None:
@@ -532,6 +546,10 @@ class SessionStore(Generic[M]):
         merged data comes back decoded, or with ``lazy`` as stored values (as
         :meth:`load` with ``lazy``).
 
+        ``pinned`` keeps a small session server-side (so it stays revocable) and
+        ``idle_timeout`` gives it an idle timeout of its own; both are sealed into the
+        blob with the expiry.
+
         :raises UnstorableValue: a value the codec cannot store.
         :raises SessionTooLarge: over ``max_session_bytes``.
         :raises SessionIntegrityError: the database refused the row (e.g. a foreign key
@@ -540,7 +558,7 @@ class SessionStore(Generic[M]):
         if not is_well_formed_id(session_id):
             raise ValueError("session_id is not a session id issued by this library")
         now = self.clock()
-        meta = BlobMeta(expires_at=expires_at, touched_at=touched_at or now, ssl_only=ssl_only)
+        meta = BlobMeta(expires_at, touched_at or now, ssl_only, pinned, idle_timeout)
         hashed = hash_session_id(session_id)
         if cache_only:
             return self._save_cached(session_id, hashed, data, meta, base, changes, now)
@@ -661,7 +679,7 @@ class SessionStore(Generic[M]):
             return None
         now = self.clock()
         hashed = base.hashed_id
-        meta = BlobMeta(expires_at=base.expires_at, touched_at=now, ssl_only=base.ssl_only)
+        meta = BlobMeta(base.expires_at, now, base.ssl_only, base.pinned, base.idle_timeout)
         blob = self._seal(hashed, base.version, meta, data)
         if not cache.replace(hashed, copy, blob, self._ttl(base.expires_at, now)):
             return None
@@ -775,6 +793,8 @@ class SessionStore(Generic[M]):
             len(blob),
             cache_only,
             cache_copy,
+            meta.pinned,
+            meta.idle_timeout,
         )
 
     def _row_exists(self, hashed: str) -> bool:

@@ -74,7 +74,8 @@ class SessionMiddleware:
     are those of :meth:`SessionSettings.build` (``cookie_key``, ``lifetime``,
     ``cookie_only_threshold``, ``no_datastore``, ``cookie_name``, ``secure``,
     ``samesite``, ``domain``, ``path``, ``host_prefix``, ``idle_timeout``,
-    ``encrypt_cookies``, ``merge_retries``, ``max_cookie_header_bytes``, ``clock``).
+    ``encrypt_cookies``, ``max_cookie_header_bytes``, ``persistent``,
+    ``partitioned``, ``clock``).
 
     When the session database is unreachable the response is a plain
     ``backend_error_status`` page (default 503) instead of a traceback, and no

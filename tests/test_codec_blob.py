@@ -380,9 +380,13 @@ def test_truncated_extended_and_empty_blobs(codec: BlobCodec) -> None:
 
 def test_unknown_format_version_and_reserved_flag(codec: BlobCodec) -> None:
     payload = pickle.dumps({}, protocol=5)
-    for header in (0x00, 0x20, 0xF0, 0x19):  # 0x19: keyed AND json
+    for header in (0x00, 0x30, 0xF0, 0x19):  # 0x19: keyed AND json
         with pytest.raises(CodecError, match="format"):
             codec.open(HID, 1, forge(payload, header=header))
+    # format 2 with a session flag nobody knows
+    body = bytes([0x20, 0x04]) + bytes(16) + payload
+    with pytest.raises(CodecError, match="format"):
+        codec.open(HID, 1, body + mac_for(body))
 
 
 def test_key_rotation() -> None:
@@ -1070,3 +1074,36 @@ def test_classes_defined_in_python_still_round_trip() -> None:
     data = {"u": UUID(int=7), "p": Prefs("dark", (1, 2)), "pt": Point(1, 2), "d": EXPIRES}
     blob = codec.seal(HID, 1, META, data)
     assert codec.open(HID, 1, blob)[1] == data
+
+
+# --------------------------------------------------------------------------- session flags
+
+
+@pytest.mark.parametrize(
+    ("pinned", "idle"), [(True, None), (False, timedelta(minutes=20)), (True, timedelta(hours=2))]
+)
+def test_session_flags_round_trip_in_format_2(pinned: bool, idle: timedelta | None) -> None:
+    codec = BlobCodec(SECRET)
+    meta = BlobMeta(EXPIRES, TOUCHED, ssl_only=True, pinned=pinned, idle_timeout=idle)
+    blob = codec.seal(HID, 3, meta, {"a": 1})
+    assert blob[0] >> 4 == 2
+    assert codec.open(HID, 3, blob) == (meta, {"a": 1})
+
+
+def test_a_session_without_flags_is_written_in_format_1() -> None:
+    """So an older release keeps reading what this one writes (rolling deploys)."""
+    blob = BlobCodec(SECRET).seal(HID, 1, META, {"a": 1})
+    assert blob[0] >> 4 == 1
+
+
+@pytest.mark.parametrize("seconds", [0, 2**32])
+def test_an_idle_timeout_outside_what_the_blob_holds_is_refused(seconds: int) -> None:
+    meta = BlobMeta(EXPIRES, TOUCHED, idle_timeout=timedelta(seconds=seconds))
+    with pytest.raises(ValueError, match="idle_timeout"):
+        BlobCodec(SECRET).seal(HID, 1, meta, {})
+
+
+def test_a_truncated_format_2_blob_is_refused() -> None:
+    body = bytes([0x20, 0x02]) + bytes(16)  # says an idle timeout follows, and none does
+    with pytest.raises(CodecError):
+        BlobCodec(SECRET).open(HID, 1, body + mac_for(body))

@@ -182,10 +182,34 @@ def test_defaults_and_repr() -> None:
     policy = CookiePolicy()
     assert (policy.name, policy.path, policy.domain, policy.secure) == ("session", "/", None, None)
     assert (policy.samesite, policy.httponly, policy.host_prefix) == ("lax", True, True)
+    assert policy.partitioned is False
     assert repr(policy) == (
         "CookiePolicy('session', path='/', domain=None, secure=None, samesite='lax', "
-        "httponly=True, host_prefix=True)"
+        "httponly=True, host_prefix=True, partitioned=False)"
     )
+
+
+@pytest.mark.parametrize("secure", [None, False])
+def test_partitioned_needs_secure_true(secure: bool | None) -> None:
+    with pytest.raises(SessionConfigError, match="partitioned=True requires secure=True"):
+        CookiePolicy(partitioned=True, secure=secure)
+
+
+def test_partitioned_cookies_carry_the_attribute_on_set_and_delete() -> None:
+    policy = CookiePolicy(partitioned=True, secure=True)
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    line = policy.set_cookie_header("v", secure=True, expires_at=now + timedelta(hours=1), now=now)
+    assert line.endswith("; Secure; HttpOnly; SameSite=Lax; Partitioned")
+    assert policy.delete_cookie_header(secure=True).endswith("; SameSite=Lax; Partitioned")
+
+
+def test_a_browser_session_cookie_has_neither_expires_nor_max_age() -> None:
+    policy = CookiePolicy()
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    line = policy.set_cookie_header(
+        "v", secure=False, expires_at=now + timedelta(hours=1), now=now, persistent=False
+    )
+    assert line == "session=v; Path=/; HttpOnly; SameSite=Lax"
 
 
 @pytest.mark.parametrize(

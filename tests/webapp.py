@@ -481,6 +481,11 @@ class Web:
         with self.engine.connect() as conn:
             return conn.execute(query).first()
 
+    @staticmethod
+    def row_id(session_id: str) -> str:
+        """The primary key of a session's row (SHA-256 hex of its id)."""
+        return hash_session_id(session_id)
+
     def rows(self) -> int:
         with self.engine.connect() as conn:
             return len(conn.execute(select(self.store.table.c.id)).all())

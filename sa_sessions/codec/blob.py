@@ -3,17 +3,24 @@
 Layout (all integers big-endian)::
 
     offset  size  field
-    0       1     header: high nibble = format version (1); low nibble = flags
+    0       1     header: high nibble = format version (1 or 2); low nibble = flags
                   0x01 payload is tagged JSON (else pickle protocol 5)
                   0x02 payload is zlib-compressed
                   0x04 ssl_only
                   0x08 keyed pickle: the payload pickles {key: pickle of the value}
                        (never with 0x01)
-    1       8     expires_at, signed microseconds since the Unix epoch (UTC)
-    9       8     touched_at, same encoding
-    17      n     payload
-    17+n    32    HMAC-SHA256(blob key, LABEL || hashed_id (64 ASCII) || version (8, signed)
-                                        || bytes 0 .. 17+n)
+    format 2 only:
+    1       1     session flags: 0x01 pinned (kept server-side even when small)
+                                 0x02 an idle timeout of its own follows the times
+    then    8     expires_at, signed microseconds since the Unix epoch (UTC)
+            8     touched_at, same encoding
+            4     idle timeout in seconds (format 2 with session flag 0x02 only)
+            n     payload
+    end-32  32    HMAC-SHA256(blob key, LABEL || hashed_id (64 ASCII) || version (8, signed)
+                                        || every byte before the MAC)
+
+Format 1 (17 header bytes) is written whenever a session has no session flags, so
+older releases keep reading what newer ones write; format 2 only when it must.
 
 The MAC binds the blob to its row and version, so a blob copied from another row or replayed at
 another version fails; it is checked in constant time before anything is decompressed or
@@ -75,6 +82,13 @@ Serializer = Literal["pickle", "json"]
 #: Purpose string of the key derived for blob MACs (see :class:`sa_sessions.signing.KeyRing`).
 MAC_PURPOSE: Final = "sa_sessions.blob-mac"
 FORMAT_VERSION: Final = 1
+#: The format with a session-flags byte (pinned, own idle timeout).
+FORMAT_WITH_FLAGS: Final = 2
+SESSION_PINNED: Final = 0x01
+SESSION_IDLE: Final = 0x02
+_SESSION_FLAG_MASK: Final = SESSION_PINNED | SESSION_IDLE
+#: Longest idle timeout a blob can hold (4 unsigned bytes of seconds: over 136 years).
+MAX_IDLE_SECONDS: Final = 2**32 - 1
 FLAG_JSON: Final = 0x01
 FLAG_ZLIB: Final = 0x02
 FLAG_SSL_ONLY: Final = 0x04
@@ -121,6 +135,10 @@ class BlobMeta:
     expires_at: datetime
     touched_at: datetime
     ssl_only: bool = False
+    #: Kept server-side even when it would fit its cookie (``Session.save(True)``).
+    pinned: bool = False
+    #: The session's own idle timeout (None: the application's).
+    idle_timeout: timedelta | None = None
 
 
 class Packed:
@@ -161,7 +179,7 @@ def _type_name(cls: type) -> str:
 def _class_key(cls: object) -> tuple[str, str]:
     """The allow-list entry for an application class; refuse anything pickle cannot name."""
     if not isinstance(cls, type) or issubclass(cls, type):
-        raise SessionConfigError(f"allowed_classes entries must be plain classes, not {cls!r}")
+        raise SessionConfigError(f"pickle_classes entries must be plain classes, not {cls!r}")
     module, name = cls.__module__, cls.__qualname__
     if not module or not name or "<" in module or "." in name or "<" in name:
         raise SessionConfigError(
@@ -236,7 +254,7 @@ class _CheckingPickler(pickle.Pickler):
             return _reduce_registered(obj, cls)
         raise TypeError(
             f"cannot store a value of type {_type_name(cls)} in a pickled session "
-            "(register plain module-level classes with allowed_classes)"
+            "(allow plain module-level classes with SessionStore(pickle_classes=[...]))"
         )
 
 
@@ -430,7 +448,19 @@ class BlobCodec:
                 flags |= FLAG_ZLIB
         if meta.ssl_only:
             flags |= FLAG_SSL_ONLY
-        body = b"".join((bytes(((FORMAT_VERSION << 4) | flags,)), times, payload))
+        session_flags = SESSION_PINNED if meta.pinned else 0
+        extra = b""
+        if meta.idle_timeout is not None:
+            seconds = int(meta.idle_timeout.total_seconds())
+            if not 1 <= seconds <= MAX_IDLE_SECONDS:
+                raise ValueError("idle_timeout must be between 1 second and 2**32 - 1 seconds")
+            session_flags |= SESSION_IDLE
+            extra = seconds.to_bytes(4, "big")
+        if session_flags:
+            head = bytes(((FORMAT_WITH_FLAGS << 4) | flags, session_flags))
+        else:
+            head = bytes(((FORMAT_VERSION << 4) | flags,))
+        body = b"".join((head, times, extra, payload))
         blob = body + self._ring.sign(prefix, body)
         if len(blob) > self.max_bytes:
             raise SessionTooLarge(len(blob), self.max_bytes, "session")
@@ -502,9 +532,10 @@ class BlobCodec:
             raise CodecError(f"session blob is {size} bytes, over the limit of {self.max_bytes}")
         header = blob[0]
         if (
-            header >> 4 != FORMAT_VERSION
+            header >> 4 not in (FORMAT_VERSION, FORMAT_WITH_FLAGS)
             or header & 0x0F & ~_FLAG_MASK
             or header & (FLAG_JSON | FLAG_KEYED) == FLAG_JSON | FLAG_KEYED
+            or (header >> 4 == FORMAT_WITH_FLAGS and blob[1] & ~_SESSION_FLAG_MASK)
         ):
             raise CodecError("unknown session blob format")
         key_index = self._ring.verify(prefix, blob[-MAC_SIZE:], memoryview(blob)[:-MAC_SIZE])
@@ -526,12 +557,23 @@ class BlobCodec:
             raise CodecError(f"cannot decode session blob ({type(exc).__name__})") from exc
 
     def _decode(self, header: int, blob: bytes) -> tuple[BlobMeta, dict[str, Any]]:
+        at, session_flags, idle = 1, 0, None
+        if header >> 4 == FORMAT_WITH_FLAGS:
+            at, session_flags = 2, blob[1]
+        times_end = at + 16
+        if session_flags & SESSION_IDLE:
+            idle = timedelta(seconds=int.from_bytes(blob[times_end : times_end + 4], "big"))
+            times_end += 4
+        if len(blob) < times_end + MAC_SIZE:
+            raise CodecError("session blob is too short")
         meta = BlobMeta(
-            from_micros(int.from_bytes(blob[1:9], "big", signed=True)),
-            from_micros(int.from_bytes(blob[9:17], "big", signed=True)),
+            from_micros(int.from_bytes(blob[at : at + 8], "big", signed=True)),
+            from_micros(int.from_bytes(blob[at + 8 : at + 16], "big", signed=True)),
             bool(header & FLAG_SSL_ONLY),
+            bool(session_flags & SESSION_PINNED),
+            idle,
         )
-        payload = blob[HEADER_SIZE:-MAC_SIZE]
+        payload = blob[times_end:-MAC_SIZE]
         if header & FLAG_ZLIB:
             payload = inflate(payload, self.max_bytes)  # its CodecError says what is wrong
         if header & FLAG_JSON:
