@@ -36,9 +36,7 @@ import random
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
-from collections.abc import Iterator
 from collections.abc import Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
@@ -49,14 +47,7 @@ from typing import Any
 from typing import Generic
 from typing import TypeVar
 
-from sqlalchemy import Connection
 from sqlalchemy import Engine
-from sqlalchemy import bindparam
-from sqlalchemy import delete
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import insert
-from sqlalchemy import select
-from sqlalchemy import update
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -79,11 +70,8 @@ from .codec.blob import BlobMeta
 from .codec.blob import Packed
 from .codec.blob import Serializer
 from .exceptions import CodecError
-from .exceptions import SessionBackendUnavailable
 from .exceptions import SessionConfigError
 from .exceptions import SessionConflict
-from .exceptions import SessionIdTaken
-from .exceptions import SessionIntegrityError
 from .exceptions import UnstorableValue
 from .ids import hash_session_id
 from .ids import is_hashed_id
@@ -94,6 +82,7 @@ from .model import SessionModel
 from .model import session_table
 from .purge import PurgeReport
 from .purge import purge_expired_rows
+from .rows import SessionRows
 from .signing import KeyInput
 
 if TYPE_CHECKING:
@@ -266,66 +255,10 @@ class SessionStore(Generic[M]):
                 ),
                 end_marker_ttl=self.max_staleness.total_seconds() + _END_MARKER_MARGIN,
             )
-        # A COMMIT leaves the pool a ROLLBACK to send on return, so reads end in that
-        # ROLLBACK instead: one round trip less.  Not on PostgreSQL, whose drivers skip
-        # the pool's ROLLBACK outside a transaction (nothing to save) and where psycopg
-        # drops its prepared statements on every ROLLBACK.
-        self._reads_commit = self.engine.dialect.name == "postgresql"
-        self._build_statements()
+        self.rows = SessionRows(self.engine, table, self.columns)
 
     def __repr__(self) -> str:
         return f"SessionStore({self.model.__name__}, {redact_url(self.engine.url)})"
-
-    # ------------------------------------------------------------------ statements
-
-    def _build_statements(self) -> None:
-        c = self.table.c
-        by_id = c.id == bindparam("h")
-        self._select = select(c.data, c.version).where(by_id)
-        self._select_for_update = self._select.with_for_update()
-        self._select_version = select(c.version).where(by_id)
-        extra: dict[str, Any] = {name: bindparam(f"x_{name}") for name in self.columns}
-        self._insert_row = insert(self.table).values(
-            id=bindparam("h"),
-            data=bindparam("b_data"),
-            version=bindparam("b_version"),
-            created_at=bindparam("b_now"),
-            updated_at=bindparam("b_now"),
-            expires_at=bindparam("b_expires"),
-            **extra,
-        )
-        self._update = (
-            update(self.table)
-            .where(by_id, c.version == bindparam("b_old_version"))
-            .values(
-                data=bindparam("b_data"),
-                version=bindparam("b_version"),
-                updated_at=bindparam("b_now"),
-                expires_at=bindparam("b_expires"),
-                **extra,
-            )
-        )
-        self._delete = delete(self.table).where(by_id)
-        self._delete_version = delete(self.table).where(by_id, c.version == bindparam("v"))
-
-    @contextmanager
-    def _connection(self, *, commit: bool = True) -> Iterator[Connection]:
-        """One short transaction; connection-level failures become a typed error.
-
-        With ``commit=False`` closing the connection ends the transaction with the
-        ROLLBACK that returning it to the pool costs anyway (see ``_reads_commit``).
-        """
-        try:
-            with self.engine.begin() if commit else self.engine.connect() as conn:
-                yield conn
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            raise SessionBackendUnavailable(
-                f"session database unavailable ({type(exc.orig).__name__})", exc
-            ) from exc
-        except sa_exc.DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise SessionBackendUnavailable("session database connection lost", exc) from exc
-            raise
 
     def _now_us(self) -> int:
         return to_micros(self.clock())
@@ -406,8 +339,7 @@ class SessionStore(Generic[M]):
         cache = self.cache
         assert cache is not None
         now = self.clock()
-        with self._connection(commit=self._reads_commit) as conn:
-            version = conn.scalar(self._select_version, {"h": hashed})
+        version = self.rows.version(hashed)
         if version is None:
             cache.end(hashed, EndReason.ENDED, to_micros(now))
             return _GONE
@@ -426,14 +358,13 @@ class SessionStore(Generic[M]):
         self, session_id: str, hashed: str, seen: Lookup, min_version: int, lazy: bool
     ) -> StoredSession | None:
         now = self.clock()  # before the read: the copy was current at some time after it
-        with self._connection(commit=self._reads_commit) as conn:
-            row = conn.execute(self._select, {"h": hashed}).first()
+        row = self.rows.read(hashed)
         cache = self.cache
         if row is None:
             if cache is not None and type(seen) is CachedCopy:
                 cache.end(hashed, EndReason.ENDED, to_micros(now))  # a copy of a gone row
             return None
-        blob, version = bytes(row[0]), int(row[1])
+        blob, version = row
         record = self._open(session_id, hashed, version, blob, "database", lazy)
         if record is None:
             return None
@@ -568,9 +499,7 @@ class SessionStore(Generic[M]):
         blob = self._seal(hashed, version, meta, data)
         params = self._params(hashed, version, blob, meta, data, now)
         params["b_old_version"] = base.version
-        with self._refusals(), self._connection() as conn:
-            matched = conn.execute(self._update, params).rowcount
-        if matched == 1:
+        if self.rows.update_row(params):
             token = base.cache_copy.token if base.cache_copy is not None else None
             self._publish(hashed, version, blob, meta, now, token)
             return self._record(session_id, version, data, meta, blob)
@@ -586,16 +515,7 @@ class SessionStore(Generic[M]):
         self, session_id: str, hashed: str, data: Mapping[str, Any], meta: BlobMeta, now: datetime
     ) -> StoredSession:
         blob = self._seal(hashed, 1, meta, data)
-        params = self._params(hashed, 1, blob, meta, data, now)
-        try:
-            with self._connection() as conn:
-                conn.execute(self._insert_row, params)
-        except sa_exc.IntegrityError as exc:
-            if self._row_exists(hashed):
-                raise SessionIdTaken(
-                    f"session {log_id(hashed)} already has a row; store it under a fresh id"
-                ) from None
-            raise self._refused(exc) from exc
+        self.rows.insert_row(self._params(hashed, 1, blob, meta, data, now))
         self._publish(hashed, 1, blob, meta, now, None)
         return self._record(session_id, 1, data, meta, blob)
 
@@ -605,14 +525,12 @@ class SessionStore(Generic[M]):
         for attempt in range(self.merge_retries):
             now = self.clock()
             try:
-                with self._refusals(), self._connection() as conn:
-                    row = conn.execute(self._select_for_update, {"h": hashed}).first()
+                with self.rows.locked() as locked:
+                    row = locked.read(hashed)
                     if row is None:
                         log.info("session %s was deleted meanwhile; not saved", log_id(hashed))
                         return None
-                    fresh = self._open(
-                        session_id, hashed, int(row[1]), bytes(row[0]), "database", lazy=True
-                    )
+                    fresh = self._open(session_id, hashed, row[1], row[0], "database", lazy=True)
                     if fresh is None or fresh.expires_at <= now:
                         return None
                     data = apply_changes(fresh.data, changes)
@@ -620,7 +538,7 @@ class SessionStore(Generic[M]):
                     blob = self._seal(hashed, version, meta, data)
                     params = self._params(hashed, version, blob, meta, data, now)
                     params["b_old_version"] = fresh.version
-                    if conn.execute(self._update, params).rowcount != 1:
+                    if not locked.update(params):
                         raise _Lost
             except _Lost:
                 time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))
@@ -703,15 +621,7 @@ class SessionStore(Generic[M]):
         if not is_well_formed_id(session_id):
             return False
         hashed = hash_session_id(session_id)
-        deleted = 1
-        if not cache_only:
-            with self._connection() as conn:
-                if version is None:
-                    deleted = conn.execute(self._delete, {"h": hashed}).rowcount
-                else:
-                    deleted = conn.execute(
-                        self._delete_version, {"h": hashed, "v": version}
-                    ).rowcount
+        deleted = True if cache_only else self.rows.delete_row(hashed, version)
         if self.cache is not None and (deleted or version is None):
             self.cache.end(hashed, reason, self._now_us())
         return bool(deleted)
@@ -797,26 +707,6 @@ class SessionStore(Generic[M]):
             meta.idle_timeout,
         )
 
-    def _row_exists(self, hashed: str) -> bool:
-        with self._connection(commit=self._reads_commit) as conn:
-            return conn.scalar(self._select_version, {"h": hashed}) is not None
-
-    @contextmanager
-    def _refusals(self) -> Iterator[None]:
-        """Turn a constraint failure into :class:`~sa_sessions.SessionIntegrityError`."""
-        try:
-            yield
-        except sa_exc.IntegrityError as exc:
-            raise self._refused(exc) from exc
-
-    @staticmethod
-    def _refused(exc: sa_exc.IntegrityError) -> SessionIntegrityError:
-        return SessionIntegrityError(
-            f"the database refused the session row ({type(exc.orig).__name__}); "
-            "check the values your derived columns compute",
-            exc,
-        )
-
     # ------------------------------------------------------------------ maintenance
 
     def purge_expired(
@@ -858,13 +748,10 @@ class SessionStore(Generic[M]):
         """
         if not criteria:
             raise ValueError("revoke() needs at least one criterion; use purge for expiry")
-        c = self.table.c
         deleted = 0
         while True:
-            with self._connection() as conn:
-                ids = list(conn.scalars(select(c.id).where(*criteria).limit(batch_size)))
-                if ids:
-                    deleted += conn.execute(delete(self.table).where(c.id.in_(ids))).rowcount
+            ids = self.rows.delete_matching(criteria, batch_size)
+            deleted += len(ids)
             if ids and self.cache is not None:
                 valid = [hashed for hashed in ids if is_hashed_id(hashed)]
                 if len(valid) != len(ids):

@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "model": 3,
     "default_model": 3,
     "purge": 4,
+    "rows": 4,
     "cache": 4,
     "cache.backend": 4,
     "cache.breaker": 4,
