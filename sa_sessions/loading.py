@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from datetime import timedelta
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -20,6 +21,7 @@ from ._clock import from_micros
 from .cache.entry import EndReason
 from .cookies import CookieState
 from .cookies import read_cookie_values
+from .hooks import call_hook
 from .ids import hash_session_id
 from .ids import log_id
 from .state import Presented
@@ -81,17 +83,24 @@ def load_session(
     return {}
 
 
-def _idle_for_too_long(settings: SessionSettings, touched_at: datetime, now: datetime) -> bool:
-    idle = settings.idle_timeout
+def _idle_for_too_long(idle: timedelta | None, touched_at: datetime, now: datetime) -> bool:
     if idle is not None and now - touched_at > idle:
         log.debug("session idle for longer than %s; starting a new one", idle)
         return True
     return False
 
 
-def _touch_due(settings: SessionSettings, touched_at: datetime, now: datetime) -> bool:
-    idle = settings.idle_timeout
+def _touch_due(
+    settings: SessionSettings, idle: timedelta | None, touched_at: datetime, now: datetime
+) -> bool:
     return idle is not None and now - touched_at > idle * settings.idle_touch_fraction
+
+
+def _own_idle(value: object) -> timedelta | None:
+    """A data cookie's own idle timeout (whole seconds), if it carries one."""
+    if type(value) is int and value > 0:
+        return timedelta(seconds=value)
+    return None
 
 
 def _adopt_data_cookie(
@@ -99,13 +108,16 @@ def _adopt_data_cookie(
 ) -> dict[str, Any] | None:
     touched = cookie.extra.get("t")
     touched_at = from_micros(touched) if type(touched) is int else cookie.issued_at
-    if _idle_for_too_long(settings, touched_at, now):
+    own = _own_idle(cookie.extra.get("i"))
+    idle = own or settings.idle_timeout
+    if _idle_for_too_long(idle, touched_at, now):
         return None
     state.adopted_cookie(
         cookie.session_id, cookie.expires_at, touched_at, cookie.ssl_only, cookie.key_index
     )
     state.persistent = cookie.extra.get("p") != 0
-    state.touch_due = _touch_due(settings, touched_at, now)
+    state.idle_timeout = own
+    state.touch_due = _touch_due(settings, idle, touched_at, now)
     _log_resign(state)
     return dict(cookie.data or {})
 
@@ -129,18 +141,27 @@ def _adopt_id_cookie(
         cache_only=settings.no_datastore,
     )
     if not isinstance(found, StoredSession):
+        if found is EndReason.EXPIRED:
+            call_hook(settings.hooks, "on_expired", hash_session_id(cookie.session_id))
         return found
     record = found
     if record.ssl_only and not https:
         return None
-    if _idle_for_too_long(settings, record.touched_at, now):
-        store.delete(record.session_id, version=record.version, cache_only=record.cache_only)
+    idle = record.idle_timeout or settings.idle_timeout
+    if _idle_for_too_long(idle, record.touched_at, now):
+        if store.delete(
+            record.session_id,
+            reason=EndReason.EXPIRED,
+            version=record.version,
+            cache_only=record.cache_only,
+        ):
+            call_hook(settings.hooks, "on_expired", record.hashed_id)
         return None
     state.adopted_record(record, cookie.key_index, min_version)
     state.persistent = cookie.extra.get("p") != 0
     state.keep_on_server = record.pinned
     state.idle_timeout = record.idle_timeout
-    state.touch_due = _touch_due(settings, record.touched_at, now)
+    state.touch_due = _touch_due(settings, idle, record.touched_at, now)
     _log_resign(state)
     return dict(record.data)
 

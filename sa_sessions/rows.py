@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from collections.abc import Iterator
-from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -192,8 +191,17 @@ class SessionRows:
         return ids
 
     def select_matching(
-        self, criteria: Iterable[ColumnElement[bool]], columns: Iterable[Any]
-    ) -> list[Mapping[str, Any]]:
-        """Rows matching ``criteria``, as mappings of the given columns."""
+        self,
+        criteria: Iterable[ColumnElement[bool]],
+        columns: Iterable[Any],
+        order_by: Any = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows matching ``criteria``, as dicts of the given columns (never ``data``)."""
+        query = select(*columns).where(*criteria)
+        if order_by is not None:
+            query = query.order_by(order_by)
+        if limit is not None:
+            query = query.limit(limit)
         with self._reading() as conn:
-            return [dict(row) for row in conn.execute(select(*columns).where(*criteria)).mappings()]
+            return [dict(row) for row in conn.execute(query).mappings()]

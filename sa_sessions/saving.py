@@ -34,6 +34,7 @@ from .cookies import Kind
 from .exceptions import CodecError
 from .exceptions import SessionIdTaken
 from .exceptions import SessionTooLarge
+from .hooks import call_hook
 from .ids import hash_session_id
 from .ids import log_id
 from .ids import new_session_id
@@ -94,7 +95,7 @@ class Saver:
         if not (st.dirty or st.touch_due or st.cookie_due):
             return []
         now = self.settings.clock()
-        if st.dirty or st.touch_due:
+        if (st.dirty or st.touch_due) and not st.no_touch:
             st.touched_at = now
         elif st.phase is Phase.STORED:  # only the cookie is due (a re-sign, `permanent`)
             return [self._id_cookie(now)]
@@ -146,6 +147,8 @@ class Saver:
             extra: dict[str, Any] = {"t": to_micros(st.touched_at)}
             if not st.persistent:
                 extra["p"] = 0
+            if st.idle_timeout is not None:
+                extra["i"] = max(1, int(st.idle_timeout.total_seconds()))
             value = settings.cookies.encode(self._cookie_state("data", now, values, extra))
         except (TypeError, SessionTooLarge):
             if settings.store is None:
@@ -245,10 +248,12 @@ class Saver:
                 expires_at=st.expires_at,
                 base=record,
                 changes=self.changes,
-                touched_at=now,
+                touched_at=st.touched_at,
                 ssl_only=st.ssl_only,
                 pinned=st.keep_on_server,
                 idle_timeout=st.idle_timeout,
+                default_idle_timeout=settings.idle_timeout,
+                environ=self.environ,
                 cache_only=cache_only,
                 lazy=True,
             )
@@ -265,10 +270,12 @@ class Saver:
                         sid,
                         self.data,
                         expires_at=st.expires_at,
-                        touched_at=now,
+                        touched_at=st.touched_at,
                         ssl_only=st.ssl_only,
                         pinned=st.keep_on_server,
                         idle_timeout=st.idle_timeout,
+                        default_idle_timeout=settings.idle_timeout,
+                        environ=self.environ,
                         cache_only=cache_only,
                     )
                     break
@@ -289,6 +296,8 @@ class Saver:
         if st.phase is Phase.STORED and st.sid is not None and store is not None:
             record = st.record
             store.delete(st.sid, cache_only=record.cache_only if record is not None else False)
+        if st.sid is not None and st.phase is not Phase.NEW:
+            call_hook(self.settings.hooks, "on_ended", hash_session_id(st.sid))
         st.ended()
         self.data = {}
         self.changes = {}

@@ -15,7 +15,9 @@ seen; assign the key again, call :meth:`Session.mark_changed`, or set
 
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
 from collections.abc import Iterator
 from collections.abc import MutableMapping
 from datetime import datetime
@@ -31,6 +33,7 @@ from .changes import Increment
 from .codec.blob import Packed
 from .exceptions import CodecError
 from .exceptions import SessionError
+from .hooks import call_hook
 from .ids import hash_session_id
 from .ids import log_id
 from .ids import new_session_id
@@ -51,6 +54,27 @@ security_log = logging.getLogger("sa_sessions.security")
 Expiration = datetime | timedelta | int | float | None
 
 _MISSING = object()
+
+#: Where :meth:`Session.flash` keeps messages (Flask's key: the two can share a session).
+_FLASHES_KEY = "_flashes"
+#: Where :meth:`Session.csrf_token` keeps the token.
+_CSRF_KEY = "_csrf_token"
+_CSRF_LENGTH = 43
+
+
+class _Keep:
+    """``regenerate_id(idle_timeout=...)`` left out: keep the session's own."""
+
+
+_KEEP = _Keep()
+
+
+def _check_idle(value: object) -> timedelta | None:
+    if value is None:
+        return None
+    if not isinstance(value, timedelta) or value < timedelta(seconds=1):
+        raise SessionError("idle_timeout must be a timedelta of at least one second, or None")
+    return value
 
 
 class Session(MutableMapping[str, Any]):
@@ -269,6 +293,86 @@ class Session(MutableMapping[str, Any]):
             self._changes.update(self._data)
             state.dirty = Dirty.FULL
 
+    # ---------------------------------------------------------------- helpers
+
+    def no_touch(self) -> None:
+        """Keep this request from extending the idle timer (a polling endpoint, say).
+
+        The request still reads and writes the session; it just does not count as
+        activity, so an idle timeout ends a session that only polls.
+        """
+        state = self._load()
+        state.no_touch = True
+        state.touch_due = False
+
+    def flash(self, message: Any, category: str = "message") -> None:
+        """Keep a message for the next page that calls :meth:`pop_flashed` (after a
+        redirect, say); several can wait, in order."""
+        if not isinstance(category, str):
+            raise TypeError("a flash category must be a str")
+        self._load()
+        waiting = list(self.get(_FLASHES_KEY) or [])
+        waiting.append((category, message))
+        self[_FLASHES_KEY] = waiting
+
+    def pop_flashed(self, with_categories: bool = False) -> list[Any]:
+        """The messages flashed since the last call, oldest first, and forget them.
+
+        ``with_categories=True`` gives ``(category, message)`` pairs.  With nothing
+        flashed this neither starts a session nor writes anything.
+        """
+        state = self._load()
+        if not state.active or _FLASHES_KEY not in self._data:
+            return []
+        waiting = self.get(_FLASHES_KEY) or []
+        del self[_FLASHES_KEY]
+        pairs = [tuple(item) for item in waiting if isinstance(item, (list, tuple))]
+        if with_categories:
+            return [(category, message) for category, message in pairs]
+        return [message for _, message in pairs]
+
+    def csrf_token(self) -> str:
+        """A token to put in forms: the same for the whole session, a new one after
+        :meth:`regenerate_id` (at login).  A visitor without a session gets one (a login
+        form needs the token to last until it is posted)."""
+        self._load()
+        token = self.get(_CSRF_KEY)
+        if not isinstance(token, str) or len(token) != _CSRF_LENGTH:
+            token = secrets.token_urlsafe(32)
+            self[_CSRF_KEY] = token
+        return token
+
+    def check_csrf(self, token: object) -> bool:
+        """Whether ``token`` is this session's CSRF token (compared in constant time).
+
+        False for None, an empty or malformed value, another session's token, or when
+        the session has no token yet.
+        """
+        if not isinstance(token, str) or not token or not token.isascii():
+            return False
+        state = self._load()
+        expected = self.get(_CSRF_KEY) if state.active else None
+        if not isinstance(expected, str):
+            return False
+        return hmac.compare_digest(expected.encode("ascii"), token.encode("ascii"))
+
+    def revoke_others(self, *criteria: Any) -> int:
+        """End every other stored session matching SQL criteria on the model ("log out my
+        other sessions"), keeping this one; returns how many ended.
+
+        Example: ``session.revoke_others(WebSession.user_id == session["user_id"])``.
+        """
+        if not criteria:
+            raise ValueError("revoke_others() needs at least one criterion, e.g. the user")
+        store = self._settings.store
+        if store is None:
+            raise SessionError("revoke_others() needs a SessionStore")
+        state = self._load()
+        keep = [store.table.c.id != hash_session_id(state.sid)] if state.sid else []
+        count = store.revoke(*criteria, *keep)
+        self._hook("on_revoked", count, criteria)
+        return count
+
     # ---------------------------------------------------------------- lifecycle
 
     @property
@@ -295,38 +399,59 @@ class Session(MutableMapping[str, Any]):
         ssl_only: bool = False,
         *,
         expiration_ts: float | None = None,
+        idle_timeout: timedelta | None = None,
     ) -> None:
         """Begin a new empty session, discarding (and deleting) any active one.
 
+        ``expiration`` is this session's absolute end and ``idle_timeout`` its own idle
+        timeout (both default to the application's): a "remember me" login is
+        ``start(expiration=timedelta(days=30), idle_timeout=timedelta(days=7))``.
         ``expiration_ts`` is the original gae-sessions keyword (Unix seconds).
         """
         self._load()
         expiration = _one_expiration(expiration, expiration_ts)
+        idle = _check_idle(idle_timeout)
         if ssl_only:
             self._settings.policy.is_secure(https=self.https, ssl_only=True)  # config check
         self._discard_server_copy(EndReason.ENDED)
-        self._begin(expiration, ssl_only=ssl_only)
+        self._begin(expiration, ssl_only=ssl_only, idle_timeout=idle)
 
     def regenerate_id(
-        self, expiration: Expiration = None, *, expiration_ts: float | None = None
+        self,
+        expiration: Expiration = None,
+        *,
+        expiration_ts: float | None = None,
+        idle_timeout: timedelta | _Keep | None = _KEEP,
     ) -> None:
-        """Move the data to a new id and delete the old one at once (call it at login)."""
+        """Move the data to a new id and delete the old one at once (call it at login).
+
+        The session keeps its expiry, idle timeout and cookie kind unless ``expiration``
+        or ``idle_timeout`` say otherwise (``idle_timeout=None``: the application's).
+        The CSRF token changes with the id.
+        """
         state = self._load()
         expiration = _one_expiration(expiration, expiration_ts)
         if not state.active:
-            if expiration is not None:
-                self.start(expiration)
+            if expiration is not None or idle_timeout is not _KEEP:
+                own = None if isinstance(idle_timeout, _Keep) else idle_timeout
+                self.start(expiration, idle_timeout=own)
             return
         old = self._log_id
+        old_sid = state.sid
         self._discard_server_copy(EndReason.REPLACED)
         for key in list(self._data):
             self.get(key)  # decode stored values: they are stored again under the new id
+        self._data.pop(_CSRF_KEY, None)
         state.regenerated(
             new_session_id(),
             self._resolve_expiration(expiration) if expiration is not None else None,
         )
+        if not isinstance(idle_timeout, _Keep):
+            state.idle_timeout = _check_idle(idle_timeout)
         self._changes = dict(self._data)
         log.info("session %s regenerated as %s", old, self._log_id)
+        if old_sid is not None and state.sid is not None:
+            self._hook("on_regenerated", hash_session_id(old_sid), hash_session_id(state.sid))
 
     def terminate(self) -> None:
         """End the session: server copy deleted now, cookie expired in the response."""
@@ -334,6 +459,8 @@ class Session(MutableMapping[str, Any]):
         if state.active:
             log.info("session %s terminated", self._log_id)
             self._discard_server_copy(EndReason.ENDED)
+            if state.sid is not None and not (state.phase is Phase.NEW and not state.announced):
+                self._hook("on_ended", hash_session_id(state.sid))
         state.ended()
         self._data = {}
         self._changes = {}
@@ -354,7 +481,9 @@ class Session(MutableMapping[str, Any]):
         if headers:
             self._saved_headers = headers
 
-    def _begin(self, expiration: Expiration, *, ssl_only: bool) -> None:
+    def _begin(
+        self, expiration: Expiration, *, ssl_only: bool, idle_timeout: timedelta | None = None
+    ) -> None:
         state = self._load()
         now = self._settings.clock()
         state.begun(
@@ -363,6 +492,7 @@ class Session(MutableMapping[str, Any]):
             now,
             ssl_only,
             self._settings.persistent,
+            idle_timeout,
         )
         self._data = {}
         self._changes = {}
@@ -410,7 +540,13 @@ class Session(MutableMapping[str, Any]):
         if headers:
             state.key_index = 0  # whatever was sent is signed with the current key
             state.reissue = False
+            if state.created and not state.announced and state.active and state.sid:
+                state.announced = True
+                self._hook("on_created", hash_session_id(state.sid))
         return headers
+
+    def _hook(self, name: str, *args: object) -> None:
+        call_hook(self._settings.hooks, name, *args)
 
     def finalize(self) -> list[tuple[str, str]]:
         """Save if needed (once) and return the response headers to add.

@@ -20,6 +20,9 @@ from .cookies import CookieCodec
 from .cookies import CookiePolicy
 from .cookies import SameSite
 from .exceptions import SessionConfigError
+from .hooks import NO_HOOKS
+from .hooks import Hooks
+from .hooks import check_hooks
 from .signing import KeyInput
 from .store import SessionStore
 
@@ -41,6 +44,8 @@ class SessionSettings:
     max_cookie_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     #: Cookies with an expiry (True), or browser-session cookies (False) by default.
     persistent: bool = True
+    #: Lifecycle hooks (see :mod:`sa_sessions.hooks`).
+    hooks: Hooks = field(default_factory=lambda: NO_HOOKS)
     clock: Clock = field(default=utcnow)
 
     @classmethod
@@ -63,6 +68,7 @@ class SessionSettings:
         max_cookie_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         persistent: bool = True,
         partitioned: bool = False,
+        hooks: object = None,
         clock: Callable[[], Any] = utcnow,
     ) -> SessionSettings:
         """Check every option and build the shared settings (raises SessionConfigError)."""
@@ -111,4 +117,5 @@ class SessionSettings:
             max_cookie_header_bytes=max_cookie_header_bytes,
             clock=clock,
             persistent=bool(persistent),
+            hooks=check_hooks(hooks),
         )

@@ -84,6 +84,10 @@ class SessionState:
     created: bool = False
     #: Send the cookie again even if nothing else changed (its attributes changed).
     reissue: bool = False
+    #: This request must not extend the idle timer (``Session.no_touch()``).
+    no_touch: bool = False
+    #: The ``on_created`` hook has been told about this session.
+    announced: bool = False
 
     @property
     def active(self) -> bool:
@@ -131,7 +135,13 @@ class SessionState:
     # ------------------------------------------------------------------ lifecycle
 
     def begun(
-        self, sid: str, expires_at: datetime, now: datetime, ssl_only: bool, persistent: bool
+        self,
+        sid: str,
+        expires_at: datetime,
+        now: datetime,
+        ssl_only: bool,
+        persistent: bool,
+        idle_timeout: timedelta | None = None,
     ) -> None:
         """A new empty session (``start()``, or the first write without one)."""
         if self.active or self.presented is not Presented.NOTHING:
@@ -146,11 +156,14 @@ class SessionState:
         self.cookie_version = 0
         self.touch_due = False
         self.persistent = persistent
+        self.idle_timeout = idle_timeout
         self.created = True
+        self.announced = False
         self.dirty = Dirty.FULL
 
     def regenerated(self, sid: str, expires_at: datetime | None) -> None:
-        """Same data under a new id (the old one was deleted)."""
+        """Same data under a new id (the old one was deleted); its lifetime, idle
+        timeout and cookie kind are kept unless the caller changes them."""
         self.expire_cookie = True  # used only if the session ends up empty
         self.phase = Phase.NEW
         self.sid = sid

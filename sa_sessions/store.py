@@ -31,20 +31,25 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
 from datetime import datetime
 from datetime import timedelta
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Generic
+from typing import Literal
+from typing import NamedTuple
 from typing import TypeVar
 
 from sqlalchemy import Engine
@@ -80,6 +85,7 @@ from .ids import log_id
 from .ids import new_session_id
 from .model import SessionModel
 from .model import session_table
+from .model import utc_now
 from .purge import PurgeReport
 from .purge import purge_expired_rows
 from .rows import SessionRows
@@ -93,8 +99,8 @@ security_log = logging.getLogger("sa_sessions.security")
 
 M = TypeVar("M", bound=SessionModel)
 
-#: Derived-column hooks: column name -> function of the session data.
-ColumnHooks = Mapping[str, Callable[[Mapping[str, Any]], Any]]
+#: Derived-column hooks: column name -> ``fn(data)`` or ``fn(data, environ)``.
+ColumnHooks = Mapping[str, Callable[..., Any]]
 
 _RESERVED_COLUMNS = frozenset({"id", "data", "version", "created_at", "updated_at", "expires_at"})
 #: Backoff between merges that lost the race anyway (databases without row locks: SQLite):
@@ -136,18 +142,81 @@ class StoredSession:
         return hash_session_id(self.session_id)
 
 
-def _decoded(data: Mapping[str, Any]) -> dict[str, Any]:
-    """What column hooks see: every value decoded; one that cannot be is left out (logged)."""
-    view: dict[str, Any] = {}
-    for key, value in data.items():
+class _Values(Mapping[str, Any]):
+    """A read-only view of session data that decodes a stored value only when read.
+
+    What column hooks see: a hook reading ``data.get("user_id")`` costs one value's
+    unpickling, not the whole session's.  A value that cannot be decoded is absent
+    (and logged).
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._data[key]
         if type(value) is Packed:
             try:
-                value = value.value()
+                return value.value()
             except CodecError:
                 security_log.error("a stored session value cannot be decoded; hooks skip it")
-                continue
-        view[key] = value
-    return view
+                raise KeyError(key) from None
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One stored session as a listing shows it ("your sessions"): no id, no data.
+
+    ``hashed_id`` is the row's key (the SHA-256 of the id): enough to tell "this
+    session" apart or to revoke one, useless as a cookie.  ``last_seen`` is the row's
+    ``updated_at``: the last write, or the last idle-timeout touch.  ``columns`` holds
+    the model's own columns (derived ones such as ``user_id``, a user agent, a
+    network).
+    """
+
+    hashed_id: str
+    created_at: datetime
+    last_seen: datetime
+    expires_at: datetime
+    columns: Mapping[str, Any]
+
+
+def _decoded(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Every value decoded; one that cannot be is left out (logged)."""
+    view = _Values(data)
+    decoded: dict[str, Any] = {}
+    for key in data:
+        try:
+            decoded[key] = view[key]
+        except KeyError:
+            continue
+    return decoded
+
+
+def _takes_environ(name: str, hook: Callable[..., Any]) -> bool:
+    """Whether a column hook is ``fn(data, environ)`` (True) or ``fn(data)`` (False)."""
+    try:
+        parameters = list(inspect.signature(hook).parameters.values())
+    except (TypeError, ValueError):
+        return False  # a builtin or other callable without a signature: fn(data)
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p for p in parameters if p.kind in kinds]
+    required = [p for p in positional if p.default is p.empty]
+    varargs = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
+    if len(required) > 2 or not (positional or varargs):
+        raise SessionConfigError(
+            f"the hook of column {name!r} must take (data) or (data, environ) positionally"
+        )
+    return varargs or len(positional) >= 2
 
 
 def _engine_of(bind: Engine | sessionmaker[Any]) -> Engine:
@@ -177,6 +246,22 @@ def _size(name: str, value: object, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SessionConfigError(f"{name} must be a positive number of bytes, got {value!r}")
     return value
+
+
+class _Write(NamedTuple):
+    """What one save writes besides the data."""
+
+    meta: BlobMeta
+    default_idle: timedelta | None
+    environ: Mapping[str, Any] | None
+
+    def row_expiry(self) -> datetime:
+        """What ``expires_at`` says in the row: the absolute expiry, or sooner when the
+        session goes idle first, so SQL (the hybrids, cleanup) sees the effective end."""
+        idle = self.meta.idle_timeout or self.default_idle
+        if idle is None:
+            return self.meta.expires_at
+        return min(self.meta.expires_at, self.meta.touched_at + idle)
 
 
 class _Lost(Exception):
@@ -230,7 +315,7 @@ class SessionStore(Generic[M]):
             max_bytes=_size("max_session_bytes", max_session_bytes, self.default_max_session_bytes),
             allowed_classes=pickle_classes,
         )
-        self.columns: dict[str, Callable[[Mapping[str, Any]], Any]] = dict(columns or {})
+        self.columns: dict[str, Callable[..., Any]] = dict(columns or {})
         unknown = sorted(set(self.columns) - set(table.c.keys()))
         reserved = sorted(set(self.columns) & _RESERVED_COLUMNS)
         if unknown or reserved:
@@ -256,6 +341,11 @@ class SessionStore(Generic[M]):
                 end_marker_ttl=self.max_staleness.total_seconds() + _END_MARKER_MARGIN,
             )
         self.rows = SessionRows(self.engine, table, self.columns)
+        #: Columns filled from the request (``fn(data, environ)``): metadata such as the
+        #: user agent, which unlike data-derived columns does not make a session revocable.
+        self.request_columns = frozenset(
+            name for name, hook in self.columns.items() if _takes_environ(name, hook)
+        )
 
     def __repr__(self) -> str:
         return f"SessionStore({self.model.__name__}, {redact_url(self.engine.url)})"
@@ -297,9 +387,10 @@ class SessionStore(Generic[M]):
         lazy: bool = False,
         cache_only: bool = False,
     ) -> StoredSession | EndReason | None:
-        """Like :meth:`load`, but a session the cache knows to have ended gives the
-        reason it ended (a request holding a regenerated session's old cookie must
-        not expire the cookie the regenerating response sent)."""
+        """Like :meth:`load`, but a session known to have ended gives the reason it
+        ended: a request holding a regenerated session's old cookie must not expire the
+        cookie the regenerating response sent, and an expiry found here is reported as
+        ``EndReason.EXPIRED``."""
         if not is_well_formed_id(session_id):
             return None
         hashed = hash_session_id(session_id)
@@ -320,21 +411,19 @@ class SessionStore(Generic[M]):
                             return self._unless_expired(replace(record, cache_only=cache_only), now)
                 else:
                     checked = self._revalidate(session_id, hashed, seen, lazy)
-                    if isinstance(checked, StoredSession):
-                        return checked
                     if checked is not None:
-                        return None  # the row is gone
+                        return checked
         if cache_only:
             return None
         return self._load_row(session_id, hashed, seen, min_version, lazy)
 
     def _revalidate(
         self, session_id: str, hashed: str, seen: CachedCopy, lazy: bool
-    ) -> StoredSession | _Gone | None:
+    ) -> StoredSession | EndReason | None:
         """A copy past ``max_staleness``: check its version by primary key.
 
-        Returns the copy's session (restamped), ``_GONE`` when the row is gone, or
-        None when the row must be read.
+        Returns the copy's session (restamped), why it ended when the row is gone or
+        expired, or None when the row must be read.
         """
         cache = self.cache
         assert cache is not None
@@ -342,21 +431,21 @@ class SessionStore(Generic[M]):
         version = self.rows.version(hashed)
         if version is None:
             cache.end(hashed, EndReason.ENDED, to_micros(now))
-            return _GONE
+            return EndReason.ENDED
         if version != seen.version or seen.blob is None:
             return None
         record = self._open(session_id, hashed, seen.version, seen.blob, "cache", lazy, seen)
         if record is None:
             return None
         live = self._unless_expired(record, now)
-        if live is None:
-            return _GONE
+        if not isinstance(live, StoredSession):
+            return live
         cache.restamp(hashed, seen, to_micros(now), self._ttl(record.expires_at, now))
         return replace(live, cache_copy=None)  # the restamp changed the cached value
 
     def _load_row(
         self, session_id: str, hashed: str, seen: Lookup, min_version: int, lazy: bool
-    ) -> StoredSession | None:
+    ) -> StoredSession | EndReason | None:
         now = self.clock()  # before the read: the copy was current at some time after it
         row = self.rows.read(hashed)
         cache = self.cache
@@ -381,7 +470,7 @@ class SessionStore(Generic[M]):
         # copy of this version.  A copy newer than this row means a writer published
         # after this read, and a row-only marker of this version is already right.
         if (
-            live is not None
+            isinstance(live, StoredSession)
             and cache is not None
             and (
                 type(seen) is Absent
@@ -415,13 +504,20 @@ class SessionStore(Generic[M]):
             return None
         return self._record(session_id, version, data, meta, blob, cache_copy=copy)
 
-    def _unless_expired(self, record: StoredSession, now: datetime) -> StoredSession | None:
-        """The record, or None after deleting it (row and cache entry) when it expired."""
+    def _unless_expired(
+        self, record: StoredSession, now: datetime
+    ) -> StoredSession | Literal[EndReason.EXPIRED]:
+        """The record, or ``EndReason.EXPIRED`` after deleting it (row and cache entry)."""
         if record.expires_at > now:
             return record
         log.info("session %s expired; deleting it", log_id(record.hashed_id))
-        self.delete(record.session_id, version=record.version, cache_only=record.cache_only)
-        return None
+        self.delete(
+            record.session_id,
+            reason=EndReason.EXPIRED,
+            version=record.version,
+            cache_only=record.cache_only,
+        )
+        return EndReason.EXPIRED
 
     # ------------------------------------------------------------------ writing
 
@@ -460,6 +556,8 @@ class SessionStore(Generic[M]):
         ssl_only: bool = False,
         pinned: bool = False,
         idle_timeout: timedelta | None = None,
+        default_idle_timeout: timedelta | None = None,
+        environ: Mapping[str, Any] | None = None,
         cache_only: bool = False,
         lazy: bool = False,
     ) -> StoredSession | None:
@@ -479,7 +577,10 @@ class SessionStore(Generic[M]):
 
         ``pinned`` keeps a small session server-side (so it stays revocable) and
         ``idle_timeout`` gives it an idle timeout of its own; both are sealed into the
-        blob with the expiry.
+        blob with the expiry.  The row's ``expires_at`` is the effective end: the
+        expiry, or sooner when the session goes idle first (its own idle timeout, else
+        ``default_idle_timeout``, the application's).  ``environ`` is the request,
+        handed to column hooks that take it (``fn(data, environ)``).
 
         :raises UnstorableValue: a value the codec cannot store.
         :raises SessionTooLarge: over ``max_session_bytes``.
@@ -490,14 +591,15 @@ class SessionStore(Generic[M]):
             raise ValueError("session_id is not a session id issued by this library")
         now = self.clock()
         meta = BlobMeta(expires_at, touched_at or now, ssl_only, pinned, idle_timeout)
+        write = _Write(meta, default_idle_timeout, environ)
         hashed = hash_session_id(session_id)
         if cache_only:
             return self._save_cached(session_id, hashed, data, meta, base, changes, now)
         if base is None:
-            return self._insert(session_id, hashed, data, meta, now)
+            return self._insert(session_id, hashed, data, write, now)
         version = base.version + 1
         blob = self._seal(hashed, version, meta, data)
-        params = self._params(hashed, version, blob, meta, data, now)
+        params = self._params(hashed, version, blob, write, data, now)
         params["b_old_version"] = base.version
         if self.rows.update_row(params):
             token = base.cache_copy.token if base.cache_copy is not None else None
@@ -506,22 +608,24 @@ class SessionStore(Generic[M]):
         if changes is None:
             changes = changes_between(base.data, data)
         log.info("version conflict on session %s; merging %d keys", log_id(hashed), len(changes))
-        merged = self._merge(session_id, hashed, changes, meta)
+        merged = self._merge(session_id, hashed, changes, write)
         if merged is None or lazy:
             return merged
         return replace(merged, data=_decoded(merged.data))
 
     def _insert(
-        self, session_id: str, hashed: str, data: Mapping[str, Any], meta: BlobMeta, now: datetime
+        self, session_id: str, hashed: str, data: Mapping[str, Any], write: _Write, now: datetime
     ) -> StoredSession:
+        meta = write.meta
         blob = self._seal(hashed, 1, meta, data)
-        self.rows.insert_row(self._params(hashed, 1, blob, meta, data, now))
+        self.rows.insert_row(self._params(hashed, 1, blob, write, data, now))
         self._publish(hashed, 1, blob, meta, now, None)
         return self._record(session_id, 1, data, meta, blob)
 
     def _merge(
-        self, session_id: str, hashed: str, changes: Mapping[str, Any], meta: BlobMeta
+        self, session_id: str, hashed: str, changes: Mapping[str, Any], write: _Write
     ) -> StoredSession | None:
+        meta = write.meta
         for attempt in range(self.merge_retries):
             now = self.clock()
             try:
@@ -536,7 +640,7 @@ class SessionStore(Generic[M]):
                     data = apply_changes(fresh.data, changes)
                     version = fresh.version + 1
                     blob = self._seal(hashed, version, meta, data)
-                    params = self._params(hashed, version, blob, meta, data, now)
+                    params = self._params(hashed, version, blob, write, data, now)
                     params["b_old_version"] = fresh.version
                     if not locked.update(params):
                         raise _Lost
@@ -641,7 +745,7 @@ class SessionStore(Generic[M]):
         hashed: str,
         version: int,
         blob: bytes,
-        meta: BlobMeta,
+        write: _Write,
         data: Mapping[str, Any],
         now: datetime,
     ) -> dict[str, Any]:
@@ -650,23 +754,38 @@ class SessionStore(Generic[M]):
             "b_data": blob,
             "b_version": version,
             "b_now": now,
-            "b_expires": meta.expires_at,
+            "b_expires": write.row_expiry(),
         }
         if self.columns:
-            for name, value in self.derived_values(data).items():
+            for name, value in self.derived_values(data, write.environ).items():
                 params[f"x_{name}"] = value
         return params
 
-    def derived_values(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """The values of the derived columns (``columns=``) for ``data``."""
+    def derived_values(
+        self, data: Mapping[str, Any], environ: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The values of the derived columns (``columns=``) for ``data`` and the request.
+
+        Hooks see the data through a view that decodes only the values they read.
+        """
         if not self.columns:
             return {}
-        view = _decoded(data)
-        return {name: hook(view) for name, hook in self.columns.items()}
+        view = _Values(data)
+        request = environ if environ is not None else {}
+        return {
+            name: hook(view, request) if name in self.request_columns else hook(view)
+            for name, hook in self.columns.items()
+        }
 
     def has_derived_values(self, data: Mapping[str, Any]) -> bool:
-        """True when a derived column has a value: such a session must stay revocable."""
-        return any(value is not None for value in self.derived_values(data).values())
+        """True when a column derived from the data has a value (a logged-in user, say):
+        such a session must stay server-side, where it can be revoked."""
+        view = _Values(data)
+        return any(
+            hook(view) is not None
+            for name, hook in self.columns.items()
+            if name not in self.request_columns
+        )
 
     def _publish(
         self,
@@ -762,14 +881,36 @@ class SessionStore(Generic[M]):
             if len(ids) < batch_size:
                 return deleted
 
+    def sessions(
+        self, *criteria: ColumnElement[bool], limit: int | None = None
+    ) -> list[SessionInfo]:
+        """The live sessions matching SQL criteria on the model, most recently seen first.
+
+        Example: ``store.sessions(WebSession.user_id == 42)`` lists a user's devices.
+        Only metadata is read (never the blob), and no raw id is ever returned.
+        """
+        c = self.table.c
+        fixed = {"id", "data", "version", "created_at", "updated_at", "expires_at"}
+        own = [column for column in self.table.columns if column.name not in fixed]
+        active: ColumnElement[bool] = c.expires_at > utc_now()
+        rows = self.rows.select_matching(
+            [*criteria, active],
+            [c.id, c.created_at, c.updated_at, c.expires_at, *own],
+            order_by=c.updated_at.desc(),
+            limit=limit,
+        )
+        return [
+            SessionInfo(
+                row["id"],
+                row["created_at"],
+                row["updated_at"],
+                row["expires_at"],
+                MappingProxyType({column.name: row[column.name] for column in own}),
+            )
+            for row in rows
+        ]
+
     @property
     def cache_stats(self) -> CacheStats | None:
         """Exact counts of cache round trips (None without a cache)."""
         return self.cache.stats if self.cache is not None else None
-
-
-class _Gone:
-    """Internal marker: the row is gone (distinct from "read the row")."""
-
-
-_GONE = _Gone()

@@ -618,3 +618,64 @@ def test_quick_write_racing_a_revoke_does_not_resurrect_the_session(
     with engine.connect() as conn:
         assert conn.execute(select(RevocableSession.id)).all() == [], "the row was revoked"
     assert client.get("/who").text == "None", "a revoked session came back from the cache"
+
+
+# --------------------------------------------------------------------------- CSRF
+
+
+def _forms(app: bottle.Bottle, *, exempt: bool = False) -> None:
+    @route(app, "/form")
+    def form(session: Session) -> str:
+        return session.csrf_token()
+
+    @route(app, "/change", method="POST")
+    def change(session: Session) -> str:
+        session["changed"] = True
+        return "changed"
+
+    config = {"sa_sessions": {"csrf": False}} if exempt else {}
+
+    @route(app, "/webhook", method="POST", **config)
+    def webhook() -> str:
+        return "hooked"
+
+
+def test_the_csrf_option_refuses_unsafe_requests_without_the_token(
+    app: bottle.Bottle, store: SessionStore[Any]
+) -> None:
+    app.install(SessionPlugin(store, cookie_key=SECRET, csrf=True))
+    _forms(app, exempt=True)
+    client = TestApp(app)
+    token = client.get("/form").text
+    client.post("/change", status=403)  # no token
+    client.post("/change", {"csrf_token": "x" * 43}, status=403)  # a wrong one
+    assert client.post("/change", {"csrf_token": token}).text == "changed"
+    assert client.post("/change", headers={"X-CSRF-Token": token}).text == "changed"
+    assert client.get("/form").text == token  # GET is never checked; the token is stable
+    assert client.post("/webhook").text == "hooked"  # a route may opt out
+    TestApp(app).post("/change", {"csrf_token": token}, status=403)  # another visitor
+
+
+def test_csrf_protect_checks_one_route(app: bottle.Bottle, store: SessionStore[Any]) -> None:
+    from sa_sessions.bottle import csrf_protect
+
+    app.install(SessionPlugin(store, cookie_key=SECRET))
+
+    @route(app, "/form")
+    def form(session: Session) -> str:
+        return session.csrf_token()
+
+    @route(app, "/guarded", method="POST")
+    @csrf_protect
+    def guarded() -> str:
+        return "ok"
+
+    @route(app, "/open", method="POST")
+    def open_route() -> str:
+        return "open"
+
+    client = TestApp(app)
+    token = client.get("/form").text
+    client.post("/guarded", status=403)
+    assert client.post("/guarded", {"csrf_token": token}).text == "ok"
+    assert client.post("/open").text == "open"

@@ -271,12 +271,19 @@ def make_middleware(
     catch: bool = True,
     errors: list[BaseException] | None = None,
     cookie_key: Any = SECRET,
+    session_hooks: Any = None,
     **options: Any,
 ) -> SessionMiddleware:
-    """``SessionMiddleware(app, store, cookie_key=..., **options)`` around the test app."""
+    """``SessionMiddleware(app, store, cookie_key=..., **options)`` around the test app.
+
+    ``hooks`` are the test app's ``hook=<name>`` actions; ``session_hooks`` is the
+    middleware's own ``hooks=`` option (lifecycle hooks).
+    """
     inner = app if app is not None else make_app(hooks)
     if catch:
         inner = catch_errors(inner, errors)
+    if session_hooks is not None:
+        options["hooks"] = session_hooks
     return SessionMiddleware(inner, store, cookie_key=cookie_key, **options)
 
 

@@ -54,6 +54,8 @@ class EndReason(IntEnum):
     REPLACED = 2
     #: ``revoke()`` by an administrator or "log out everywhere".
     REVOKED = 3
+    #: Found past its expiry or idle for too long, and deleted.
+    EXPIRED = 4
 
 
 class Entry(NamedTuple):
