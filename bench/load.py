@@ -77,7 +77,7 @@ BIG_NOTE = 600  # characters; about six of them push a session out of its cookie
 SMALL_NOTE = 60
 _ALPHABET = string.ascii_letters + string.digits + "-_"
 
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 BIG = re.compile(r'<p class="big">(\d+)</p>')
 NOTE_COUNT = re.compile(r"<tr><th>Notes</th><td>(\d+) \(")
 NOTE_ITEM = re.compile(r"<li>([^<]*)</li>")
@@ -309,7 +309,7 @@ class Client:
         if not self.refresh_csrf() or self.csrf is None:
             return
         self.username = f"load{os.getpid()}-{self.index}"
-        form = {"username": self.username, "password": PASSWORD, "csrf": self.csrf}
+        form = {"username": self.username, "password": PASSWORD, "csrf_token": self.csrf}
         response = self.request("POST", "/login", "login", form)
         if response is not None:
             self.keep(response)
@@ -361,7 +361,7 @@ class Client:
             return
         size = SMALL_NOTE if self.server_side else BIG_NOTE
         text = f"c{self.index}-{len(self.notes)}-" + "".join(self.rng.choices(_ALPHABET, k=size))
-        form = {"csrf": self.csrf or "", "action": "add", "note": text}
+        form = {"csrf_token": self.csrf or "", "action": "add", "note": text}
         response = self.request("POST", "/notes", "note", form)
         if response is not None:
             self.keep(response)

@@ -17,8 +17,12 @@ cache.  The environment switches it to the production set-up:
 What to try: the visit counter (a session that lives in one signed cookie, no
 database access), notes that grow the session past the 4 KB cookie limit so it
 moves into a database row, logging in (new session id, server-side so it can be
-revoked), "your active sessions" with "log out all other sessions", and the
-SSL-only area over https.  Forms carry a per-session CSRF token.
+revoked; "remember me" keeps the session for 30 days, without it the cookie ends
+with the browser), "your sessions" (device, network and last seen of every
+session of your account) with "log out all other sessions", and the SSL-only area
+over https.  Forms carry the session's CSRF token (``session.csrf_token()``, checked
+by the plugin's ``csrf=True``); messages after login and logout are
+``session.flash()``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import socketserver
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from datetime import timedelta
 from datetime import timezone
 from typing import Any
 from typing import NoReturn
@@ -61,10 +66,10 @@ from sa_sessions import SessionModel
 from sa_sessions import SessionStore
 from sa_sessions import memcached_region
 from sa_sessions import memory_region
+from sa_sessions import metadata
 from sa_sessions._redact import redact_url
 from sa_sessions.bottle import SessionPlugin
 from sa_sessions.cookies import MAX_COOKIE_BYTES
-from sa_sessions.ids import hash_session_id
 from sa_sessions.model import UtcDateTime
 
 log = logging.getLogger("sa_sessions.demo")
@@ -73,6 +78,8 @@ DEFAULT_DB_URL = "sqlite:///demo.db"
 COOKIE_NAME = "session"
 #: Any user name logs in with this password (it is a demo).
 DEMO_PASSWORD = "demo"
+#: How long a "remember me" login lasts.
+REMEMBER_FOR = timedelta(days=30)
 USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,40}")
 NOTE_MAX_CHARS = 2000
 COOKIE_LIMIT = MAX_COOKIE_BYTES
@@ -98,12 +105,14 @@ class WebSession(SessionModel, Base):
 
     __tablename__ = "web_sessions"
 
-    # Derived from the session data at every save (see ``columns=`` below), so
-    # SQL can find a user's sessions and revoke them.
+    # Filled at every save (see ``columns=`` below): the user from the session data,
+    # so SQL can find a user's sessions and revoke them; the device and network from
+    # the request, for the "your sessions" page.
     user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
-    user_agent: Mapped[str | None] = mapped_column(String(200))
+    device: Mapped[str | None] = mapped_column(String(64))
+    network: Mapped[str | None] = mapped_column(String(64))
 
 
 # --------------------------------------------------------------------------- set-up
@@ -146,14 +155,16 @@ def create_app(
         engine,
         region=region,
         secret_keys=key,
-        # A session with a user_id always lives in a row, so it can be revoked.
+        # A session with a user_id always lives in a row, so it can be revoked; the
+        # request's device and network only describe it (they keep nobody server-side).
         columns={
             "user_id": lambda data: data.get("user_id"),
-            "user_agent": lambda data: data.get("user_agent"),
+            "device": lambda data, environ: metadata.device(environ),
+            "network": lambda data, environ: metadata.client_network(environ),
         },
     )
     app = bottle.Bottle()
-    plugin = SessionPlugin(store, cookie_key=key, cookie_name=COOKIE_NAME)
+    plugin = SessionPlugin(store, cookie_key=key, cookie_name=COOKIE_NAME, csrf=True)
     app.install(plugin)
     Demo(store, sessionmaker(engine, expire_on_commit=False)).add_routes(app, plugin)
     log.info(
@@ -170,29 +181,6 @@ def create_app(
 def current_session() -> Session:
     """The request's session, as the plugin exposes it to hooks and helpers."""
     return cast(Session, bottle.request.session)
-
-
-def csrf_token(session: Session) -> str:
-    """This session's CSRF token (creating the session on first use)."""
-    token = session.get("csrf")
-    if not isinstance(token, str):
-        token = secrets.token_urlsafe(24)
-        session["csrf"] = token
-    return token
-
-
-def check_csrf(session: Session) -> None:
-    sent = bottle.request.forms.getunicode("csrf", default="") or ""
-    expected = session.get("csrf")
-    if not isinstance(expected, str) or not hmac.compare_digest(
-        sent.encode("utf-8"), expected.encode("ascii")
-    ):
-        bottle.abort(403, "The form's CSRF token is missing or stale: reload the page.")
-
-
-def flash(session: Session, message: str) -> None:
-    # set_quick: a cache-only write when the session lives on the server.
-    session.set_quick("flash", message)
 
 
 def go(path: str) -> NoReturn:
@@ -220,6 +208,16 @@ def cookie_name() -> str:
     return f"__Host-{COOKIE_NAME}" if is_https() else COOKIE_NAME
 
 
+def ago(moment: datetime) -> str:
+    """How long ago, in words a person reads at a glance."""
+    seconds = max(0, int((datetime.now(timezone.utc) - moment).total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'} ago"
+    return "just now"
+
+
 def when(moment: datetime | None) -> str:
     return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -229,7 +227,8 @@ def esc(value: object) -> str:
 
 
 def hidden_csrf(session: Session) -> str:
-    return f'<input type="hidden" name="csrf" value="{esc(csrf_token(session))}">'
+    """The form field the plugin's ``csrf=True`` checks on every POST."""
+    return f'<input type="hidden" name="csrf_token" value="{esc(session.csrf_token())}">'
 
 
 # --------------------------------------------------------------------------- pages
@@ -297,9 +296,10 @@ def layout(title: str, body: str, *, status: int = 200, with_session: bool = Tru
                 f'<form method="post" action="/logout">{hidden_csrf(session)}'
                 '<button class="light">Log out</button></form>'
             )
-        note = session.pop_quick("flash")
-        if note:
-            message = f'<p class="flash">{esc(note)}</p>'
+        message = "".join(
+            f'<p class="flash {esc(category)}">{esc(note)}</p>'
+            for category, note in session.pop_flashed(with_categories=True)
+        )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -349,9 +349,7 @@ class Demo:
             return None
         with self.db() as db:
             size = db.scalar(
-                select(func.length(WebSession.data)).where(
-                    WebSession.id == hash_session_id(session.sid)
-                )
+                select(func.length(WebSession.data)).where(WebSession.id == session.hashed_id)
             )
         return None if size is None else int(size)
 
@@ -438,16 +436,18 @@ plain http.</li>
    required autofocus></label></p>
 <p><label>Password (it is <code>{DEMO_PASSWORD}</code>)<br>
    <input type="password" name="password" required></label></p>
+<p><label><input type="checkbox" name="remember" value="1"> Remember me for 30 days</label></p>
 <p><button>Log in</button></p>
 </form>
 <p>Logging in calls <code>session.regenerate_id()</code> <em>before</em> storing your
 user id: a session id planted before login (session fixation) is worth nothing
 afterwards.  A session with a user id always lives in a database row, so that it
-can be revoked.</p>"""
+can be revoked.  "Remember me" is <code>regenerate_id(expiration=timedelta(days=30))</code>
+with a lasting cookie; without it the cookie ends when the browser closes
+(<code>session.permanent = False</code>).</p>"""
         return layout("Log in", body, status=status)
 
     def login(self, session: Session) -> str:
-        check_csrf(session)
         username = (bottle.request.forms.getunicode("username", default="") or "").strip()
         password = bottle.request.forms.getunicode("password", default="") or ""
         if USERNAME.fullmatch(username) is None:
@@ -457,12 +457,13 @@ can be revoked.</p>"""
         if not hmac.compare_digest(password.encode("utf-8"), DEMO_PASSWORD.encode("ascii")):
             return self.login_form(session, "Wrong password (hint: it is shown).", status=400)
         user_id = self.user_id(username)
-        session.regenerate_id()  # FIRST: a new id, the old one is deleted
+        remember = bottle.request.forms.get("remember") == "1"
+        # FIRST: a new id (and a new CSRF token); the old session is deleted.
+        session.regenerate_id(expiration=REMEMBER_FOR if remember else None)
+        session.permanent = remember  # without "remember me": gone with the browser
         session["user_id"] = user_id
         session["username"] = username
-        session["user_agent"] = _printable(bottle.request.get_header("User-Agent", ""))[:200]
-        session["csrf"] = secrets.token_urlsafe(24)  # a new token for the new privilege level
-        flash(session, f"Logged in as {username}; your session has a new id.")
+        session.flash(f"Logged in as {username}; your session has a new id.")
         go("/")
 
     def user_id(self, username: str) -> int:
@@ -481,8 +482,8 @@ can be revoked.</p>"""
             return user.id
 
     def logout(self, session: Session) -> None:
-        check_csrf(session)
         session.terminate()  # deletes the row now and expires the cookie
+        session.flash("Logged out: that session is gone for good.")  # in a new, tiny one
         go("/")
 
     def counter(self, session: Session) -> str:
@@ -503,7 +504,6 @@ parallel requests both count, even when they race.</p>
         return layout("Visit counter", body)
 
     def reset_counter(self, session: Session) -> None:
-        check_csrf(session)
         session.pop("visits", None)
         go("/counter")
 
@@ -532,7 +532,6 @@ always live in a row.</p>
         return layout("Notes", body)
 
     def change_notes(self, session: Session) -> None:
-        check_csrf(session)
         action = bottle.request.forms.getunicode("action", default="add")
         notes = list(session.get("notes", []))
         if action == "clear":
@@ -569,52 +568,44 @@ be started here.  Serve the app over https (or behind a TLS proxy that sets
     def start_ssl_only(self, session: Session) -> None:
         if not is_https():
             bottle.abort(403, "SSL-only sessions can only be started over https.")
-        check_csrf(session)
-        data = dict(session)
+        data = {key: value for key, value in session.items() if key != "_csrf_token"}
         session.start(ssl_only=True)
         session.update(data)
-        session["csrf"] = secrets.token_urlsafe(24)
-        flash(session, "This session is now SSL-only.")
+        session.flash("This session is now SSL-only.")
         go("/secure")
 
     def sessions(self, session: Session) -> str:
         user_id = session.get("user_id")
-        if user_id is None or session.sid is None:
+        if user_id is None:
             body = '<p>Please <a href="/login">log in</a> to see your sessions.</p>'
-            return layout("Your active sessions", body)
-        current = hash_session_id(session.sid)
-        with self.db() as db:
-            rows = db.scalars(
-                select(WebSession)
-                .where(WebSession.user_id == user_id, WebSession.is_active)
-                .order_by(WebSession.created_at)
-            ).all()
-        lines = "".join(
-            f"<tr><td>{'<b>this one</b>' if row.id == current else ''}</td>"
-            f"<td>{when(row.created_at)}</td><td>{when(row.updated_at)}</td>"
-            f"<td>{when(row.expires_at)}</td><td>{len(row.data)} B</td>"
-            f"<td>{esc(row.user_agent or '?')}</td></tr>"
-            for row in rows
+            return layout("Your sessions", body)
+        current = session.hashed_id
+        rows = "".join(
+            f"<tr><td>{'<b>this one</b>' if info.hashed_id == current else ''}</td>"
+            f"<td>{esc(info.columns['device'] or 'unknown device')}</td>"
+            f"<td>{esc(info.columns['network'] or '-')}</td>"
+            f"<td>{esc(ago(info.last_seen))}</td><td>{when(info.created_at)}</td>"
+            f"<td>{when(info.expires_at)}</td></tr>"
+            for info in self.store.sessions(WebSession.user_id == user_id)
         )
-        body = f"""<p>Every session of your account, straight from SQL:
-<code>select(WebSession).where(WebSession.user_id == uid, WebSession.is_active)</code>.</p>
-<table class="list"><tr><th></th><th>Created</th><th>Last saved</th><th>Expires</th>
-<th>Blob</th><th>Browser</th></tr>{lines}</table>
+        body = f"""<p>Every session of your account, most recently seen first:
+<code>store.sessions(WebSession.user_id == uid)</code> (metadata only, never an id).</p>
+<table class="list"><tr><th></th><th>Device</th><th>Network</th><th>Last seen</th>
+<th>Signed in</th><th>Expires</th></tr>{rows}</table>
 <form method="post" action="/sessions/revoke-others">{hidden_csrf(session)}
 <button>Log out all other sessions</button></form>
-<p>That button runs <code>store.revoke(WebSession.user_id == uid,
-WebSession.id != current)</code>: rows and cached copies are deleted; those browsers
-are anonymous on their next request.</p>"""
-        return layout("Your active sessions", body)
+<p>That button runs <code>session.revoke_others(WebSession.user_id == uid)</code>:
+rows and cached copies are deleted; those browsers are anonymous on their next
+request.  The device and the network (not the address) come from
+<code>sa_sessions.metadata</code> in the store's <code>columns=</code>.</p>"""
+        return layout("Your sessions", body)
 
     def revoke_others(self, session: Session) -> None:
-        check_csrf(session)
         user_id = session.get("user_id")
-        if user_id is None or session.sid is None:
+        if user_id is None:
             go("/login")
-        current = hash_session_id(session.sid)
-        count = self.store.revoke(WebSession.user_id == user_id, WebSession.id != current)
-        flash(session, f"Logged out {count} other session{'' if count == 1 else 's'}.")
+        count = session.revoke_others(WebSession.user_id == user_id)
+        session.flash(f"Logged out {count} other session{'' if count == 1 else 's'}.")
         go("/sessions")
 
     # ------------------------------------------------------------------ no sessions here
@@ -645,10 +636,6 @@ are anonymous on their next request.</p>"""
             status=error.status_code,
             with_session=False,
         )
-
-
-def _printable(text: str) -> str:
-    return "".join(ch for ch in text if " " <= ch <= "~")
 
 
 # --------------------------------------------------------------------------- serving

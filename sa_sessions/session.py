@@ -381,6 +381,14 @@ class Session(MutableMapping[str, Any]):
         return self._load().sid
 
     @property
+    def hashed_id(self) -> str | None:
+        """The SHA-256 hex of the id, the row's primary key (None while no session is
+        active): what ``store.sessions()`` lists and SQL matches, never usable as a
+        cookie."""
+        sid = self._load().sid
+        return hash_session_id(sid) if sid else None
+
+    @property
     def expires_at(self) -> datetime | None:
         """The absolute expiry (aware UTC), or None while no session is active."""
         return self._load().expires_at

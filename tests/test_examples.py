@@ -48,6 +48,11 @@ with warnings.catch_warnings():
     from webtest import TestResponse
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+FIREFOX_ON_LINUX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+SAFARI_ON_IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1"
+)
 _LOADED: dict[str, ModuleType] = {}
 
 
@@ -133,10 +138,10 @@ class Demo:
     store: SessionStore[Any]
     statements: list[str] = field(default_factory=list)
 
-    def client(self, *, https: bool = False) -> TestApp:
-        environ = {"wsgi.url_scheme": "https", "HTTP_USER_AGENT": "pytest-webtest/1"}
-        if not https:
-            environ = {"HTTP_USER_AGENT": "pytest-webtest/1"}
+    def client(self, *, https: bool = False, agent: str = "pytest-webtest/1") -> TestApp:
+        environ = {"HTTP_USER_AGENT": agent}
+        if https:
+            environ["wsgi.url_scheme"] = "https"
         return TestApp(self.app, extra_environ=environ)
 
     @property
@@ -151,7 +156,9 @@ class Demo:
     def user_id(self, username: str) -> int:
         model = self.module.User
         with self.engine.connect() as conn:
-            return int(conn.scalar(sql_select(model.id).where(model.username == username)))
+            found = conn.scalar(sql_select(model.id).where(model.username == username))
+        assert found is not None, username
+        return int(found)
 
 
 @contextmanager
@@ -316,13 +323,20 @@ def test_notes_move_server_side_login_regenerates_logout_deletes(demo: Demo) -> 
     stale = demo.client().get("/", headers={"Cookie": f"session={anonymous_cookie}"})
     assert "browsing anonymously" in stale and "no session yet" in stale
 
+    logged_in_cookie = client.cookies["session"]
     res = form(client.get("/"), "/logout").submit()
     assert res.status_int in (302, 303)
-    [deleted] = set_cookies(res)
-    assert deleted.startswith("session=;") and "Max-Age=0" in deleted
+    assert demo.rows() == [], "terminate() deleted the row at once"
+    [flash_cookie] = set_cookies(res)
+    assert flash_cookie.startswith("session=v1.d"), "the flash rides in a new cookie session"
+    page = res.follow()
+    assert "Logged out: that session is gone for good." in page
+    assert "browsing anonymously" in page
+    [deleted] = set_cookies(page)
+    assert deleted.startswith("session=;") and "Max-Age=0" in deleted, "flash shown: empty"
     assert "session" not in client.cookies
-    assert demo.rows() == []
-    assert "browsing anonymously" in res.follow()
+    replayed = demo.client().get("/", headers={"Cookie": f"session={logged_in_cookie}"})
+    assert "browsing anonymously" in replayed, "the logged-out cookie is dead"
 
 
 def test_cleared_notes_move_back_into_the_cookie(demo: Demo) -> None:
@@ -355,19 +369,22 @@ def test_login_rejects_bad_input_and_missing_csrf(demo: Demo) -> None:
     client.post("/login", {"username": "dave", "password": "demo"}, status=403)
     other = demo.client()
     other.get("/login")
-    foreign = form(client.get("/login"), "/login")["csrf"].value
-    other.post("/login", {"username": "dave", "password": "demo", "csrf": foreign}, status=403)
+    foreign = form(client.get("/login"), "/login")["csrf_token"].value
+    fields = {"username": "dave", "password": "demo", "csrf_token": foreign}
+    other.post("/login", fields, status=403)
     assert demo.rows() == []
 
 
 def test_sessions_page_and_log_out_other_sessions(demo: Demo) -> None:
-    laptop, phone = demo.client(), demo.client()
+    laptop = demo.client(agent=FIREFOX_ON_LINUX)
+    phone = demo.client(agent=SAFARI_ON_IPHONE)
     login(laptop, "bob").follow()
     login(phone, "bob").follow()
     assert len(demo.rows()) == 2
 
     page = laptop.get("/sessions")
-    assert page.text.count("<td>pytest-webtest/1</td>") == 2
+    assert page.text.count("<td>Firefox on Linux</td>") == 1
+    assert page.text.count("<td>Safari on iOS</td>") == 1
     assert page.text.count("<b>this one</b>") == 1
     assert phone.get("/sessions").text.count("<b>this one</b>") == 1
 
@@ -383,7 +400,7 @@ def test_sessions_page_and_log_out_other_sessions(demo: Demo) -> None:
 def test_ssl_only_session_needs_https(demo: Demo) -> None:
     plain = demo.client()
     assert "requested over plain http" in plain.get("/secure")
-    plain.post("/secure", {"csrf": "x"}, status=403)
+    plain.post("/secure", {"csrf_token": "x"}, status=403)
 
     secure = demo.client(https=True)
     login(secure, "erin").follow()
@@ -400,10 +417,12 @@ def test_ssl_only_session_needs_https(demo: Demo) -> None:
     )
     assert "browsing anonymously" in over_http
     res = form(secure.get("/"), "/logout").submit()
-    [deleted] = set_cookies(res)
+    assert demo.rows() == []
+    [flash_cookie] = set_cookies(res)
+    assert flash_cookie.startswith("__Host-session=v1.d") and "; Secure" in flash_cookie
+    [deleted] = set_cookies(res.follow())
     assert deleted.startswith("__Host-session=;") and "; Secure" in deleted
     assert "Max-Age=0" in deleted
-    assert demo.rows() == []
 
 
 def test_static_and_health_routes_never_touch_the_session(demo: Demo) -> None:

@@ -267,6 +267,18 @@ class TestMetadata:
         assert tablet.json("show")["active"] is False
         assert len(store.sessions(web.model.user_id == 7)) == 1
 
+    def test_hashed_id_matches_the_listing_and_never_the_cookie(self, web: Web) -> None:
+        store = managed_store(web)
+        hooks = actions()
+        hooks["hashed"] = lambda s: s.hashed_id
+        mw = web.middleware(store, hooks=hooks, cookie_only_threshold=0)
+        client = Client(mw)
+        assert client.json("hook=hashed")["hooks"]["hashed"] is None  # no session yet
+        shown = client.json("set=user_id:9&show&hook=hashed")
+        (listed,) = store.sessions(web.model.user_id == 9)
+        assert shown["hooks"]["hashed"] == listed.hashed_id == web.row_id(shown["sid"])
+        assert shown["hooks"]["hashed"] != shown["sid"]
+
     def test_a_hook_of_the_wrong_shape_is_refused(self, web: Web) -> None:
         with pytest.raises(Exception, match="must take"):
             web.new_store(columns={"device": lambda: None})
