@@ -15,6 +15,7 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from contextvars import ContextVar
+from contextvars import Token
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -47,9 +48,27 @@ def get_current_session() -> Session:
     session = _current.get()
     if session is None:
         raise SessionError(
-            "get_current_session() was called outside a request handled by SessionMiddleware"
+            "get_current_session() was called outside a request handled by "
+            "SessionMiddleware or FlaskSessionInterface"
         )
     return session
+
+
+def bind_current(session: Session) -> Token[Session | None]:
+    """Make ``session`` what :func:`get_current_session` returns in this context.
+
+    For framework adapters that open the session themselves; pass the token to
+    :func:`unbind_current` when the request ends.
+    """
+    return _current.set(session)
+
+
+def unbind_current(token: Token[Session | None]) -> None:
+    """Undo :func:`bind_current` (from another context: just clear the current session)."""
+    try:
+        _current.reset(token)
+    except (ValueError, RuntimeError):  # the token was made in another context
+        _current.set(None)
 
 
 def _merge_headers(

@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -128,33 +129,57 @@ class StatementLog:
         return sum(1 for s in self.statements if s.lstrip().upper().startswith(verb))
 
 
+@contextmanager
+def recording_statements(engine: Engine, statements: list[str]) -> Iterator[list[str]]:
+    """Append every SQL statement ``engine`` runs to ``statements`` while inside."""
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
 @pytest.fixture
 def sql_log(engine: Engine) -> Iterator[StatementLog]:
     log = StatementLog()
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        log.statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    yield log
-    event.remove(engine, "before_cursor_execute", record)
+    with recording_statements(engine, log.statements):
+        yield log
 
 
 # --------------------------------------------------------------------------- cache servers
 
 
-def _load_cache_servers() -> ModuleType:
-    """bench/cache_servers.py: the one launcher of memcached and redis-server processes."""
-    path = Path(__file__).resolve().parent.parent / "bench" / "cache_servers.py"
-    spec = importlib.util.spec_from_file_location("sa_sessions_cache_servers", path)
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def load_file(path: Path, module_name: str) -> ModuleType:
+    """Import a script that is not in a package (bench/, examples/) by its path."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
+    # Dataclasses, SQLAlchemy and Flask look the module up by name while it loads.
+    sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
 
 
-_cache_servers = _load_cache_servers()
+_EXAMPLES_LOADED: dict[str, ModuleType] = {}
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` once per test run."""
+    if name not in _EXAMPLES_LOADED:
+        _EXAMPLES_LOADED[name] = load_file(EXAMPLES / f"{name}.py", f"sa_sessions_example_{name}")
+    return _EXAMPLES_LOADED[name]
+
+
+# bench/cache_servers.py: the one launcher of memcached and redis-server processes.
+_cache_servers = load_file(ROOT / "bench" / "cache_servers.py", "sa_sessions_cache_servers")
 MemcachedProcess = _cache_servers.MemcachedProcess
 RedisProcess = _cache_servers.RedisProcess
 free_port = _cache_servers.free_port

@@ -7,15 +7,11 @@ SessionStore; both the example's plain-SQLAlchemy questions and the
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from collections import Counter
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -35,22 +31,14 @@ from sa_sessions.analytics import percentiles
 from sa_sessions.analytics import utc_day
 from sa_sessions.analytics import utc_hour
 
+from .conftest import load_example
+
 UTC = timezone.utc
 SQLITE = sqlite.dialect()
 POSTGRES = postgresql.dialect()  # type: ignore[no-untyped-call]
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "analytics.py"
 
 
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sa_sessions_example_analytics", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # the ORM resolves the model's annotations there
-    spec.loader.exec_module(module)
-    return module
-
-
-example = load_example()
+example = load_example("analytics")
 
 
 class Known:

@@ -8,7 +8,6 @@ memcached and on PostgreSQL; one more test starts it as a real server process.
 from __future__ import annotations
 
 import http.cookiejar
-import importlib.util
 import logging
 import os
 import re
@@ -31,15 +30,17 @@ from typing import Any
 import bottle
 import pytest
 from sqlalchemy import Engine
-from sqlalchemy import event
 from sqlalchemy import select as sql_select
 
 from sa_sessions import SessionStore
 from sa_sessions.bottle import SessionPlugin
 
+from .conftest import EXAMPLES
 from .conftest import SECRET
 from .conftest import MemcachedProcess
+from .conftest import load_example
 from .conftest import make_engine
+from .conftest import recording_statements
 
 with warnings.catch_warnings():
     # WebOb still imports the deprecated cgi module on Python 3.11.
@@ -47,26 +48,11 @@ with warnings.catch_warnings():
     from webtest import TestApp
     from webtest import TestResponse
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FIREFOX_ON_LINUX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 SAFARI_ON_IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1"
 )
-_LOADED: dict[str, ModuleType] = {}
-
-
-def load_example(name: str) -> ModuleType:
-    """Import ``examples/<name>.py`` once (as ``sa_sessions_examples.<name>``)."""
-    if name not in _LOADED:
-        module_name = f"sa_sessions_examples_{name}"
-        spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # SQLAlchemy resolves annotations through it
-        spec.loader.exec_module(module)
-        _LOADED[name] = module
-    return _LOADED[name]
 
 
 @pytest.fixture(autouse=True)
@@ -89,14 +75,20 @@ SCRIPTS = {
         "GET /logout  Bye.",
         "GET /        Hello! Visits in this session: 1",
     ],
+    "quickstart_flask": [
+        "Visits in this session: 3",
+        "GET /logout  Bye.",
+        "GET /        Hello! Visits in this session: 1",
+    ],
     "quickstart_wsgi": ["Visits in this session: 3", "GET /logout  Bye."],
 }
 
 
 def test_every_example_is_tested() -> None:
-    # analytics.py runs (with asserted answers) in tests/test_analytics.py.
+    # analytics.py runs (with asserted answers) in tests/test_analytics.py and
+    # flask_app.py in tests/test_flask.py.
     stems = {path.stem for path in EXAMPLES.glob("*.py")}
-    assert stems == {*SCRIPTS, "bottle_app", "analytics", "cleanup"}
+    assert stems == {*SCRIPTS, "bottle_app", "flask_app", "analytics", "cleanup"}
 
 
 def test_cleanup_example(capsys: pytest.CaptureFixture[str]) -> None:
@@ -216,15 +208,10 @@ def _demo(url: str, memcached: str | None) -> Iterator[Demo]:
     store = plugin.settings.store
     assert store is not None
     demo = Demo(app, module, store)
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        demo.statements.append(statement)
-
-    event.listen(store.engine, "before_cursor_execute", record)
     try:
-        yield demo
+        with recording_statements(store.engine, demo.statements):
+            yield demo
     finally:
-        event.remove(store.engine, "before_cursor_execute", record)
         store.engine.dispose()
 
 
