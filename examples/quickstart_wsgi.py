@@ -12,8 +12,9 @@ import os
 import secrets
 import threading
 import urllib.request
+from collections.abc import Callable
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler
 from wsgiref.simple_server import make_server
 
@@ -26,13 +27,13 @@ from sa_sessions import SessionStore
 from sa_sessions import get_current_session
 from sa_sessions import memory_region
 
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse
-    from _typeshed.wsgi import WSGIApplication
-    from _typeshed.wsgi import WSGIEnvironment
-
 # --- the quick start -------------------------------------------------------------
 KEY = os.environ.get("SA_SESSIONS_COOKIE_KEY") or secrets.token_hex(32)  # >= 32 bytes
+
+# PEP 3333 types with public names (Python 3.10+).
+Environ = dict[str, Any]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
 class Base(DeclarativeBase):
@@ -43,7 +44,7 @@ class WebSession(SessionModel, Base):
     __tablename__ = "web_sessions"
 
 
-def hello(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+def hello(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     session = get_current_session()  # or environ["sa_sessions.session"]
     if environ["PATH_INFO"] == "/logout":
         session.terminate()
@@ -54,7 +55,7 @@ def hello(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[b
     return [text.encode() + b"\n"]
 
 
-def create_app(db_url: str = "sqlite:///quickstart.sqlite3") -> WSGIApplication:
+def create_app(db_url: str = "sqlite:///quickstart.sqlite3") -> WSGIApp:
     engine = create_engine(db_url)
     Base.metadata.create_all(engine)
     store = SessionStore(WebSession, engine, region=memory_region(), secret_keys=KEY)

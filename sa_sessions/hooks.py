@@ -6,17 +6,17 @@ primary key), never a raw id and so never the ``Session``: an audit trail must n
 become a way to steal sessions.  A hook that raises is logged on ``sa_sessions.hooks``
 and otherwise ignored: it never fails the request nor undoes what it reports.
 
-=================  ==============================  ====================================
-hook               arguments                       called when
-=================  ==============================  ====================================
-``on_created``     hashed id                       a session begun in this request is
-                                                   first stored or issued as a cookie
-``on_regenerated`` old hashed id, new hashed id    ``regenerate_id()`` (login)
-``on_ended``       hashed id                       ``terminate()``, or a session emptied
-``on_revoked``     count, criteria                 ``session.revoke_others(...)``
-``on_expired``     hashed id                       a stored session found expired or idle
-                                                   too long, and deleted
-=================  ==============================  ====================================
+==================  ==============================  ====================================
+hook                arguments                       called when
+==================  ==============================  ====================================
+``on_created``      hashed id                       a session begun in this request is
+                                                    first stored or issued as a cookie
+``on_regenerated``  old hashed id, new hashed id    ``regenerate_id()`` (login)
+``on_ended``        hashed id                       ``terminate()``, or a session emptied
+``on_revoked``      count, criteria                 ``session.revoke_others(...)``
+``on_expired``      hashed id                       a stored session found expired or idle
+                                                    too long, and deleted
+==================  ==============================  ====================================
 """
 
 from __future__ import annotations
