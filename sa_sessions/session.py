@@ -511,17 +511,24 @@ class Session(MutableMapping[str, Any]):
         if expiration is None:
             return now + self._settings.lifetime
         if isinstance(expiration, timedelta):
-            return now + expiration
-        if isinstance(expiration, datetime):
+            resolved = now + expiration
+        elif isinstance(expiration, datetime):
             if expiration.tzinfo is None:
                 raise SessionError("expiration must be an aware datetime (e.g. in UTC)")
-            return expiration.astimezone(UTC)
-        if isinstance(expiration, (int, float)) and not isinstance(expiration, bool):
+            resolved = expiration.astimezone(UTC)
+        elif isinstance(expiration, (int, float)) and not isinstance(expiration, bool):
             try:
-                return from_micros(round(expiration * 1_000_000))
+                resolved = from_micros(round(expiration * 1_000_000))
             except (OverflowError, ValueError) as exc:
                 raise SessionError("expiration is not a usable Unix time") from exc
-        raise TypeError("expiration must be a datetime, a timedelta, Unix seconds or None")
+        else:
+            raise TypeError("expiration must be a datetime, a timedelta, Unix seconds or None")
+        if resolved <= now:
+            # gae-sessions read 0 as "never expires"; a session born dead is always a bug.
+            raise SessionError(
+                "expiration is not in the future (pass None for the default lifetime)"
+            )
+        return resolved
 
     def _discard_server_copy(self, reason: EndReason) -> None:
         state = self._load()

@@ -25,6 +25,7 @@ from sqlalchemy.orm import mapped_column
 from sa_sessions import SessionModel
 from sa_sessions import SessionStore
 from sa_sessions import metadata
+from sa_sessions.exceptions import SessionError
 
 from .webapp import Client
 from .webapp import Web
@@ -160,6 +161,19 @@ class TestLifetimes:
         assert s.expires_at == later
         s.regenerate_id(int(later.timestamp()) + 60)
         assert s.expires_at == later.replace(microsecond=0) + timedelta(seconds=60)
+
+    def test_an_expiry_that_is_not_in_the_future_is_refused(self, web: Web) -> None:
+        s = open_session(web.middleware())
+        now = web.clock()
+        past = [now, now - timedelta(seconds=1), timedelta(0), timedelta(hours=-1), 0, 0.0]
+        for expiration in past:
+            with pytest.raises(SessionError, match="not in the future"):
+                s.start(expiration)
+        with pytest.raises(SessionError, match="not in the future"):
+            s.start(expiration_ts=now.timestamp())
+        assert s.is_active() is False, "nothing was started"
+        s.start(expiration_ts=now.timestamp() + 1)
+        assert s.expires_at == now + timedelta(seconds=1)
 
 
 # --------------------------------------------------------------------------- flash

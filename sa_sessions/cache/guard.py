@@ -157,7 +157,8 @@ class SessionCache:
             if now - self._forged_reported_at >= _REPORT_EVERY:
                 log.warning(
                     "ignored %d cache entries that failed authentication (last: key %s); "
-                    "something other than this library writes under its keys",
+                    "written by an older release, under other secret keys, or by another program "
+                    "(each is read as a miss; a distinct cache_prefix keeps them apart)",
                     self._forged,
                     hashed_id[:12],
                 )
