@@ -7,13 +7,10 @@ a two-node pool).  Failure tests kill real servers or point at closed ports.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,46 +22,29 @@ from dogpile.cache import make_region
 
 from sa_sessions.cache.backend import CacheUnavailable
 from sa_sessions.cache.backend import SessionCacheBackend
+from sa_sessions.cache.backend import Token
 from sa_sessions.cache.memcached import MemcachedPool
 from sa_sessions.cache.memory import MemoryCache
-from sa_sessions.cache.nodes import NodeRing
 from sa_sessions.cache.redis import RedisPool
 from sa_sessions.cache.regions import session_cache_for
 from sa_sessions.exceptions import SessionConfigError
 
+from .cache_contract import MEMCACHED
+from .cache_contract import REDIS
+from .cache_contract import PoolKind
+from .cache_contract import Server
+from .cache_contract import best_of
+from .cache_contract import in_forked_child
+from .cache_contract import key
+from .cache_contract import keys_of
+from .cache_contract import until
+from .cache_contract import until_all_miss
 from .conftest import MemcachedProcess
 from .conftest import RedisProcess
 from .conftest import free_port
 
 #: Thirty days: memcached reads a longer relative expiry as a Unix timestamp.
 THIRTY_DAYS = 30 * 24 * 3600
-
-
-def key(n: int | str, prefix: str = "sas:") -> str:
-    """A session-shaped cache key (prefix + 64 hex characters)."""
-    return prefix + hashlib.sha256(f"contract-{n}".encode()).hexdigest()
-
-
-def until(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` seconds passed; its last answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(step)
-
-
-def best_of(attempts: int, call: Callable[[], object]) -> float:
-    """The shortest of ``attempts`` timed runs of ``call`` (exceptions are part of a run)."""
-    best = float("inf")
-    for _ in range(attempts):
-        started = time.perf_counter()
-        with contextlib.suppress(CacheUnavailable):
-            call()
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 @dataclass
@@ -86,24 +66,25 @@ class Subject:
         """``count`` keys owned by each node, in the order of :attr:`nodes`."""
         if not self.nodes:
             return [[key(n) for n in range(count)]]
-        ring = NodeRing([(name, name) for name in self.nodes])
-        found: dict[str, list[str]] = {name: [] for name in self.nodes}
-        n = 0
-        while any(len(keys) < count for keys in found.values()):
-            candidate = key(f"node-{n}")
-            owner = found[ring.node_for(candidate)]
-            if len(owner) < count:
-                owner.append(candidate)
-            n += 1
-        return [found[name] for name in self.nodes]
+        return [keys_of(self.nodes, name, count) for name in self.nodes]
 
 
-def _memcached_pool(servers: list[MemcachedProcess], **options: Any) -> MemcachedPool:
-    return MemcachedPool([server.address for server in servers], **options)
+def _pool_kind(kind: str) -> PoolKind:
+    """The kind of pool behind a subject: ``memcached-pool`` is memcached."""
+    return {"memcached": MEMCACHED, "redis": REDIS}[kind.removesuffix("-pool")]
 
 
-def _redis_pool(servers: list[RedisProcess], **options: Any) -> RedisPool:
-    return RedisPool([server.url for server in servers], **options)
+def _server_subject(kind: str, servers: list[Server], **options: Any) -> Subject:
+    """A subject of a server kind on ``servers``; ``make`` keeps ``options`` unless told."""
+    pool_kind = _pool_kind(kind)
+    return Subject(
+        kind,
+        pool_kind.pool(servers, **options),
+        short_ttl=pool_kind.short_ttl,
+        nodes=[pool_kind.name_of(server) for server in servers],
+        servers=list(servers),
+        make=lambda **more: pool_kind.pool(servers, **{**options, **more}),
+    )
 
 
 def _close(backend: SessionCacheBackend) -> None:
@@ -151,70 +132,24 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
         region = make_region().configure("dogpile.cache.memory")
         yield Subject(kind, session_cache_for(region), short_ttl=0.5)
         return
-    if kind.startswith("memcached"):
-        servers = [_ready(request.getfixturevalue("memcached"))]
-        if kind.endswith("-pool"):
-            servers.append(_ready(request.getfixturevalue("_second_memcached")))
-        backend: SessionCacheBackend = _memcached_pool(servers)
-        made = Subject(
-            kind,
-            backend,
-            short_ttl=2.0,  # whole seconds, and memcached's clock ticks once a second
-            nodes=[server.address for server in servers],
-            servers=servers,
-            make=lambda **options: _memcached_pool(servers, **options),
-        )
-    else:
-        servers = [_ready(request.getfixturevalue("redis_server"))]
-        if kind.endswith("-pool"):
-            servers.append(_ready(request.getfixturevalue("_second_redis")))
-        backend = _redis_pool(servers)
-        made = Subject(
-            kind,
-            backend,
-            short_ttl=0.5,
-            nodes=[server.url for server in servers],
-            servers=servers,
-            make=lambda **options: _redis_pool(servers, **options),
-        )
+    pool_kind = _pool_kind(kind)
+    servers = [_ready(request.getfixturevalue(pool_kind.server_fixture))]
+    if kind.endswith("-pool"):
+        servers.append(_ready(request.getfixturevalue(f"_second_{pool_kind.name}")))
+    made = _server_subject(kind, servers)
     yield made
-    _close(backend)
+    _close(made.backend)
 
 
 @pytest.fixture(params=SERVER_SUBJECTS)
-def doomed(
-    request: pytest.FixtureRequest,
-    memcached_factory: Callable[[], MemcachedProcess],
-    redis_factory: Callable[[], RedisProcess],
-) -> Iterator[Subject]:
+def doomed(request: pytest.FixtureRequest) -> Iterator[Subject]:
     """A server backend on private servers that the test may kill (short breaker settings)."""
     kind: str = request.param
-    count = 2 if kind.endswith("-pool") else 1
-    options: dict[str, Any] = {"dead_timeout": 1.0, "failure_threshold": 2}
-    if kind.startswith("memcached"):
-        mc_servers = [memcached_factory() for _ in range(count)]
-        backend: SessionCacheBackend = _memcached_pool(mc_servers, **options)
-        made = Subject(
-            kind,
-            backend,
-            short_ttl=2.0,
-            nodes=[s.address for s in mc_servers],
-            servers=list(mc_servers),
-            make=lambda **more: _memcached_pool(mc_servers, **{**options, **more}),
-        )
-    else:
-        rd_servers = [redis_factory() for _ in range(count)]
-        backend = _redis_pool(rd_servers, **options)
-        made = Subject(
-            kind,
-            backend,
-            short_ttl=0.5,
-            nodes=[s.url for s in rd_servers],
-            servers=list(rd_servers),
-            make=lambda **more: _redis_pool(rd_servers, **{**options, **more}),
-        )
+    start: Callable[[], Server] = request.getfixturevalue(_pool_kind(kind).factory_fixture)
+    servers = [start() for _ in range(2 if kind.endswith("-pool") else 1)]
+    made = _server_subject(kind, servers, dead_timeout=1.0, failure_threshold=2)
     yield made
-    _close(backend)
+    _close(made.backend)
     for server in made.servers:
         server.stop()
 
@@ -292,25 +227,30 @@ def test_add_works_again_after_a_delete(subject: Subject) -> None:
     assert found is not None and found[0] == b"b"
 
 
-def test_concurrent_adds_store_exactly_once(subject: Subject) -> None:
-    cache = subject.backend
-    threads = 8
+def race(threads: int, attempt: Callable[[int], bool]) -> list[bool]:
+    """Run ``attempt(n)`` in ``threads`` threads released together; every result."""
     barrier = threading.Barrier(threads)
     results: list[bool] = []
     lock = threading.Lock()
 
-    def race(n: int) -> None:
+    def run(n: int) -> None:
         barrier.wait()
-        stored = cache.add(key("race"), f"writer {n}".encode(), 60)
+        stored = attempt(n)
         with lock:
             results.append(stored)
 
-    workers = [threading.Thread(target=race, args=(n,)) for n in range(threads)]
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    assert sorted(results) == [False] * (threads - 1) + [True]
+    return results
+
+
+def test_concurrent_adds_store_exactly_once(subject: Subject) -> None:
+    cache = subject.backend
+    results = race(8, lambda n: cache.add(key("race"), f"writer {n}".encode(), 60))
+    assert sorted(results) == [False] * 7 + [True]
 
 
 # --------------------------------------------------------------------------- cas and tokens
@@ -328,69 +268,66 @@ def test_cas_with_the_token_of_the_value_read_replaces_it(subject: Subject) -> N
             assert after is not None and after[0] == b"v2"
 
 
-def test_a_token_is_spent_by_its_cas(subject: Subject) -> None:
-    cache = subject.backend
-    cache.set(key(1), b"v1", 60)
-    found = cache.get(key(1))
-    assert found is not None
-    assert cache.cas(key(1), b"v2", found[1], 60)
-    assert cache.cas(key(1), b"v3", found[1], 60) is False
-    after = cache.get(key(1))
-    assert after is not None and after[0] == b"v2"
+#: What makes the token of a read stale: each returns the key then to swap with that
+#: token, and the value that must be left there (None: nothing, cas never creates).
+Staler = Callable[[SessionCacheBackend, str, Token], tuple[str, bytes | None]]
 
 
-def test_cas_fails_once_another_writer_changed_the_value(subject: Subject) -> None:
+def _spent_by_its_own_cas(cache: SessionCacheBackend, k: str, token: Token) -> tuple[str, bytes]:
+    assert cache.cas(k, b"v2", token, 60)
+    return k, b"v2"
+
+
+def _another_writer_changed_the_value(
+    cache: SessionCacheBackend, k: str, token: Token
+) -> tuple[str, bytes]:
+    cache.set(k, b"written by another request", 60)
+    return k, b"written by another request"
+
+
+def _deleted(cache: SessionCacheBackend, k: str, token: Token) -> tuple[str, None]:
+    cache.delete(k)
+    return k, None
+
+
+def _deleted_and_added_anew(cache: SessionCacheBackend, k: str, token: Token) -> tuple[str, bytes]:
+    cache.delete(k)
+    assert cache.add(k, b"a new session", 60)
+    return k, b"a new session"
+
+
+def _used_on_another_key(cache: SessionCacheBackend, k: str, token: Token) -> tuple[str, bytes]:
+    other = key("another key")
+    cache.set(other, b"value of the other key", 60)
+    return other, b"value of the other key"
+
+
+@pytest.mark.parametrize(
+    "staler",
+    [
+        pytest.param(_spent_by_its_own_cas, id="spent-by-its-own-cas"),
+        pytest.param(_another_writer_changed_the_value, id="another-writer-changed-the-value"),
+        pytest.param(_deleted, id="deleted-and-never-created-again"),
+        pytest.param(_deleted_and_added_anew, id="deleted-and-added-anew"),
+        pytest.param(_used_on_another_key, id="used-on-another-key"),
+    ],
+)
+def test_cas_with_a_stale_token_fails_and_changes_nothing(subject: Subject, staler: Staler) -> None:
     cache = subject.backend
     cache.set(key(1), b"read by the request", 60)
     found = cache.get(key(1))
     assert found is not None
-    cache.set(key(1), b"written by another request", 60)
-    assert cache.cas(key(1), b"stale write", found[1], 60) is False
-    after = cache.get(key(1))
-    assert after is not None and after[0] == b"written by another request"
+    target, left = staler(cache, key(1), found[1])
+    assert cache.cas(target, b"stale write", found[1], 60) is False
+    after = cache.get(target)
+    assert (None if after is None else after[0]) == left
 
 
-def test_cas_fails_after_a_delete_and_never_creates(subject: Subject) -> None:
-    cache = subject.backend
-    cache.set(key(1), b"v1", 60)
-    found = cache.get(key(1))
-    assert found is not None
-    cache.delete(key(1))
-    assert cache.cas(key(1), b"v2", found[1], 60) is False
-    assert cache.get(key(1)) is None
-
-
-def test_cas_fails_after_a_delete_and_a_new_add(subject: Subject) -> None:
-    cache = subject.backend
-    cache.set(key(1), b"the old value", 60)
-    found = cache.get(key(1))
-    assert found is not None
-    cache.delete(key(1))
-    assert cache.add(key(1), b"a new session", 60)
-    assert cache.cas(key(1), b"stale write", found[1], 60) is False
-    after = cache.get(key(1))
-    assert after is not None and after[0] == b"a new session"
-
-
-def test_a_token_of_one_key_does_not_swap_another_key(subject: Subject) -> None:
-    cache = subject.backend
-    first, second = key("first"), key("second")
-    cache.set(first, b"value of the first key", 60)
-    cache.set(second, b"value of the second key", 60)
-    found = cache.get(first)
-    assert found is not None
-    assert cache.cas(second, b"cross-key write", found[1], 60) is False
-    after = cache.get(second)
-    assert after is not None and after[0] == b"value of the second key"
-
-
-def test_cas_after_a_change_beyond_the_first_64_bytes(
-    subject: Subject, request: pytest.FixtureRequest
-) -> None:
+def test_cas_after_a_change_beyond_the_first_64_bytes(subject: Subject) -> None:
     """memcached and the in-process caches name the exact value read.  A Redis token is
     the value's length and first 64 bytes (documented): exact for the session cache's
     entries, whose first bytes carry a MAC over the whole entry (test_cache_redis.py)."""
-    prefix_token = str(request.node.callspec.params.get("subject", "")).startswith("redis")
+    prefix_token = subject.kind.startswith("redis")
     cache = subject.backend
     head = bytes(range(64)) * 2
     cache.set(key(1), head + b"tail one", 60)
@@ -405,23 +342,9 @@ def test_concurrent_cas_with_one_token_succeeds_exactly_once(subject: Subject) -
     cache.set(key("race"), b"start", 60)
     found = cache.get(key("race"))
     assert found is not None
-    threads = 8
-    barrier = threading.Barrier(threads)
-    results: list[bool] = []
-    lock = threading.Lock()
-
-    def race(n: int) -> None:
-        barrier.wait()
-        stored = cache.cas(key("race"), f"writer {n}".encode(), found[1], 60)
-        with lock:
-            results.append(stored)
-
-    workers = [threading.Thread(target=race, args=(n,)) for n in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    assert sorted(results) == [False] * (threads - 1) + [True]
+    token = found[1]
+    results = race(8, lambda n: cache.cas(key("race"), f"writer {n}".encode(), token, 60))
+    assert sorted(results) == [False] * 7 + [True]
 
 
 # --------------------------------------------------------------------------- expiry
@@ -535,6 +458,20 @@ def test_longest_keys_and_every_printable_character_work(subject: Subject) -> No
 # --------------------------------------------------------------------------- failures
 
 
+def every_operation(
+    cache: SessionCacheBackend, k: str, token: Token
+) -> dict[str, Callable[[], object]]:
+    """One call of each operation of the interface on ``k``, by name."""
+    return {
+        "get": lambda: cache.get(k),
+        "add": lambda: cache.add(k, b"v", 60),
+        "cas": lambda: cache.cas(k, b"v", token, 60),
+        "set": lambda: cache.set(k, b"v", 60),
+        "set_many": lambda: cache.set_many({k: b"v"}, 60),
+        "delete": lambda: cache.delete(k),
+    }
+
+
 def test_a_killed_server_fails_every_operation_with_cache_unavailable(doomed: Subject) -> None:
     cache = doomed.backend
     keys = [group[0] for group in doomed.keys_per_node(1)]
@@ -546,18 +483,9 @@ def test_a_killed_server_fails_every_operation_with_cache_unavailable(doomed: Su
         server.kill()
     for _ in range(3):  # before and after the breaker opened
         for k in keys:
-            with pytest.raises(CacheUnavailable):
-                cache.get(k)
-            with pytest.raises(CacheUnavailable):
-                cache.add(k, b"v", 60)
-            with pytest.raises(CacheUnavailable):
-                cache.cas(k, b"v", tokens[k], 60)
-            with pytest.raises(CacheUnavailable):
-                cache.set(k, b"v", 60)
-            with pytest.raises(CacheUnavailable):
-                cache.set_many({k: b"v"}, 60)
-            with pytest.raises(CacheUnavailable):
-                cache.delete(k)
+            for call in every_operation(cache, k, tokens[k]).values():
+                with pytest.raises(CacheUnavailable):
+                    call()
 
 
 @pytest.mark.parametrize(
@@ -575,21 +503,14 @@ def test_set_many_tries_every_node_and_reports_a_failure(doomed: Subject) -> Non
         assert found is not None and found[0] == b"v"
 
 
-@pytest.mark.parametrize("kind", ["memcached", "redis"])
-def test_a_closed_port_fails_with_cache_unavailable(kind: str) -> None:
-    port = free_port()
-    backend: SessionCacheBackend
-    if kind == "memcached":
-        backend = MemcachedPool([f"127.0.0.1:{port}"], failure_threshold=100)
-    else:
-        backend = RedisPool([f"redis://127.0.0.1:{port}/0"], failure_threshold=100)
+@pytest.mark.parametrize(
+    "kind", [pytest.param(MEMCACHED, id="memcached"), pytest.param(REDIS, id="redis")]
+)
+def test_a_closed_port_fails_with_cache_unavailable(kind: PoolKind) -> None:
+    backend = kind.pool_at([kind.location(free_port())], failure_threshold=100)
     calls: list[Callable[[], object]] = [
-        lambda: backend.get(key(1)),
-        lambda: backend.add(key(1), b"v", 60),
-        lambda: backend.cas(key(1), b"v", (1, b"v") if kind == "redis" else b"1", 60),
-        lambda: backend.set(key(1), b"v", 60),
+        *every_operation(backend, key(1), kind.stale_token).values(),
         lambda: backend.set_many({key(1): b"v", key(2): b"w"}, 60),
-        lambda: backend.delete(key(1)),
     ]
     for call in calls:
         with pytest.raises(CacheUnavailable):
@@ -616,14 +537,10 @@ def test_an_open_breaker_fails_fast_without_contacting_the_server(doomed: Subjec
     keys = [group[0] for group in doomed.keys_per_node(1)]
     _open_every_breaker(doomed, cache, keys)
     for k in keys:
-        with pytest.raises(CacheUnavailable, match="marked dead"):
-            cache.add(k, b"not sent", 60)
-        with pytest.raises(CacheUnavailable, match="marked dead"):
-            cache.cas(k, b"not sent", (8, b"not sent") if "redis" in doomed.kind else b"1", 60)
-        with pytest.raises(CacheUnavailable, match="marked dead"):
-            cache.delete(k)
-        with pytest.raises(CacheUnavailable, match="marked dead"):
-            cache.get(k)
+        refused = every_operation(cache, k, _pool_kind(doomed.kind).stale_token)
+        for name in ("add", "cas", "delete", "get"):  # (set and set_many are tried anyway)
+            with pytest.raises(CacheUnavailable, match="marked dead"):
+                refused[name]()
         assert best_of(5, functools.partial(cache.get, k)) < 0.05
     fresh = doomed.make()
     assert all(fresh.get(k) is None for k in keys)  # nothing reached the servers
@@ -659,14 +576,7 @@ def test_a_node_is_used_again_after_dead_timeout(doomed: Subject) -> None:
                 cache.get(k)
     for server in doomed.servers:
         server.start()
-
-    def answers() -> bool:
-        try:
-            return all(cache.get(k) is None for k in keys)
-        except CacheUnavailable:
-            return False
-
-    assert until(answers, timeout=5.0)
+    assert until_all_miss(cache, keys, timeout=5.0)
     for k in keys:
         cache.set(k, b"back", 60)
         found = cache.get(k)
@@ -755,32 +665,10 @@ def test_dogpile_memory_adapter_ignores_what_the_region_itself_stored() -> None:
     assert found is not None and found[0] == b"v"
 
 
-def in_forked_child(check: Callable[[], bool], meanwhile: Callable[[], None] | None = None) -> bool:
-    """Run ``check`` in a forked child (and ``meanwhile`` in the parent); True if it passed."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads alive
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover (the child)
-        try:
-            code = 0 if check() else 1
-        except BaseException:
-            code = 2
-        os._exit(code)
-    try:
-        if meanwhile is not None:
-            meanwhile()
-    finally:
-        _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
-
-
-@pytest.mark.parametrize("kind", ["memory", "dogpile-memory"])
-def test_a_forked_child_starts_with_an_empty_in_process_cache(kind: str) -> None:
+@pytest.mark.parametrize("subject", SUBJECTS[:2], indirect=True)
+def test_a_forked_child_starts_with_an_empty_in_process_cache(subject: Subject) -> None:
     """A copy inherited from the parent would be a stale copy (module docstring)."""
-    if kind == "memory":
-        cache: SessionCacheBackend = MemoryCache()
-    else:
-        cache = session_cache_for(make_region().configure("dogpile.cache.memory"))
+    cache = subject.backend
     cache.set(key(1), b"parent's copy", 600)
     assert in_forked_child(lambda: cache.get(key(1)) is None)
     found = cache.get(key(1))

@@ -9,8 +9,6 @@ unpickled.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import pickle
 import ssl
 import subprocess
 import sys
@@ -18,9 +16,9 @@ from collections.abc import Callable
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from typing import TypeVar
 
 import pytest
-import redis
 from dogpile.cache import make_region
 from dogpile.cache import register_backend
 from dogpile.cache.api import NO_VALUE
@@ -41,36 +39,54 @@ from sa_sessions.cache.redis import RedisPool
 from sa_sessions.cache.regions import session_cache_for
 from sa_sessions.exceptions import SessionConfigError
 
-from .conftest import SECRET
+from .cache_contract import MEMCACHED
+from .cache_contract import POOL_KINDS
+from .cache_contract import PoolKind
+from .cache_contract import gadget
+from .cache_contract import guard_on
+from .cache_contract import hid
 from .conftest import MemcachedProcess
-from .conftest import RedisProcess
-from .test_cache_memcached import MkdirGadget
-from .test_cache_memcached import raw_get
-from .test_cache_memcached import raw_set
 
 WEEK = 7 * 24 * 3600
 
-
-def hid(n: int | str) -> str:
-    return hashlib.sha256(f"regions-{n}".encode()).hexdigest()
+P = TypeVar("P", MemcachedPool, RedisPool)
 
 
-def guard_on(region: CacheRegion) -> SessionCache:
-    return SessionCache(
-        session_cache_for(region), keys=SECRET, max_value_bytes=100_000, end_marker_ttl=60
-    )
-
-
-def memcached_pool(region: CacheRegion) -> MemcachedPool:
+def pool_of(region: CacheRegion, kind: type[P]) -> P:
+    """The pool behind a region of ours, of the kind expected."""
     pool = region.backend.pool
-    assert isinstance(pool, MemcachedPool)
+    assert isinstance(pool, kind)
     return pool
 
 
-def redis_pool(region: CacheRegion) -> RedisPool:
-    pool = region.backend.pool
-    assert isinstance(pool, RedisPool)
-    return pool
+def node_settings(pool: MemcachedPool | RedisPool) -> list[dict[str, object]]:
+    """What each node of ``pool`` was built with, by the names of the backend's arguments."""
+    if isinstance(pool, MemcachedPool):
+        return [
+            {
+                "timeout": node.client().timeout,
+                "connect_timeout": node.client().connect_timeout,
+                "failure_threshold": node.breaker.failure_threshold,
+                "dead_timeout": node.breaker.reset_after,
+            }
+            for node in pool.nodes()
+        ]
+    return [
+        {
+            "socket_timeout": node.client.connection_pool.connection_kwargs["socket_timeout"],
+            "max_connections": node.client.connection_pool.max_connections,
+            "failure_threshold": node.breaker.failure_threshold,
+            "dead_timeout": node.breaker.reset_after,
+        }
+        for node in pool.nodes()
+    ]
+
+
+def refusal_of(backend: str, arguments: dict[str, Any]) -> str:
+    """The message of the SessionConfigError that configuring ``backend`` raises."""
+    with pytest.raises(SessionConfigError) as caught:
+        make_region().configure(backend, arguments=arguments)
+    return str(caught.value)
 
 
 def test_importing_sa_sessions_imports_no_cache_client() -> None:
@@ -142,7 +158,7 @@ def test_bad_memcached_servers_are_refused_with_a_clear_message(servers: Any, me
     ],
 )
 def test_memcached_server_lists_as_users_write_them(servers: Any, expected: list[str]) -> None:
-    assert memcached_pool(memcached_region(servers)).servers == expected
+    assert pool_of(memcached_region(servers), MemcachedPool).servers == expected
 
 
 @pytest.mark.parametrize(
@@ -189,11 +205,7 @@ def test_bad_memcached_settings_are_refused_with_a_clear_message(
     ],
 )
 def test_memcached_arguments_that_would_weaken_safety_are_refused(argument: str) -> None:
-    with pytest.raises(SessionConfigError) as caught:
-        make_region().configure(
-            "sa_sessions.pymemcache", arguments={"url": "127.0.0.1:11211", argument: True}
-        )
-    message = str(caught.value)
+    message = refusal_of("sa_sessions.pymemcache", {"url": "127.0.0.1:11211", argument: True})
     assert f"unsupported sa_sessions.pymemcache argument(s) ['{argument}']" in message
     assert "fixed for safety" in message
     assert "known arguments: connect_timeout, dead_timeout, failure_threshold" in message
@@ -205,7 +217,7 @@ def test_memcached_needs_a_url() -> None:
 
 
 def test_memcached_defaults_and_safe_client_settings() -> None:
-    pool = memcached_pool(memcached_region("127.0.0.1:11211"))
+    pool = pool_of(memcached_region("127.0.0.1:11211"), MemcachedPool)
     assert pool.max_ttl == WEEK
     node = pool.node_for("k")
     assert (node.breaker.failure_threshold, node.breaker.reset_after) == (2, 5.0)
@@ -227,7 +239,7 @@ def test_memcached_settings_reach_every_node() -> None:
         failure_threshold=4,
         tls_context=context,
     )
-    pool = memcached_pool(region)
+    pool = pool_of(region, MemcachedPool)
     assert pool.max_ttl == 3600
     nodes = {pool.node_for(f"key-{n}").address: pool.node_for(f"key-{n}") for n in range(20)}
     assert sorted(nodes) == ["127.0.0.1:11211", "127.0.0.1:11212"]
@@ -290,11 +302,7 @@ def test_bad_redis_settings_are_refused_with_a_clear_message(
 
 @pytest.mark.parametrize("argument", ["retry_on_timeout", "decode_responses", "distributed_lock"])
 def test_unknown_redis_arguments_are_refused(argument: str) -> None:
-    with pytest.raises(SessionConfigError) as caught:
-        make_region().configure(
-            "sa_sessions.redis", arguments={"url": "redis://127.0.0.1:1/0", argument: True}
-        )
-    message = str(caught.value)
+    message = refusal_of("sa_sessions.redis", {"url": "redis://127.0.0.1:1/0", argument: True})
     assert f"unsupported sa_sessions.redis argument(s) ['{argument}']" in message
     assert "known arguments: dead_timeout, failure_threshold, max_connections" in message
 
@@ -309,7 +317,7 @@ def test_redis_settings_reach_every_server() -> None:
     region = redis_region(
         urls, socket_timeout=0.4, socket_connect_timeout=0.3, max_connections=7, dead_timeout=9.0
     )
-    pool = redis_pool(region)
+    pool = pool_of(region, RedisPool)
     assert pool.urls == urls
     assert pool.max_ttl == WEEK
     for node in pool.nodes():
@@ -348,44 +356,52 @@ def from_config(config: Mapping[str, str]) -> CacheRegion:
     return make_region().configure_from_config(dict(config), "cache.sessions.")
 
 
-def test_memcached_from_an_ini_file() -> None:
-    region = from_config(
-        ini(
+@pytest.mark.parametrize(
+    ("backend", "arguments", "servers", "max_ttl", "settings"),
+    [
+        pytest.param(
             "sa_sessions.pymemcache",
-            url="127.0.0.1:11211, 127.0.0.1:11212",
-            timeout="0.5",
-            connect_timeout="0.75",
-            dead_timeout="2",
-            failure_threshold="3",
-            memcached_expire_time="3600",
-        )
-    )
-    pool = memcached_pool(region)
-    assert pool.servers == ["127.0.0.1:11211", "127.0.0.1:11212"]
-    assert pool.max_ttl == 3600
-    node = pool.node_for("k")
-    assert (node.client().timeout, node.client().connect_timeout) == (0.5, 0.75)
-    assert (node.breaker.failure_threshold, node.breaker.reset_after) == (3, 2.0)
-
-
-def test_redis_from_an_ini_file() -> None:
-    region = from_config(
-        ini(
+            {
+                "url": "127.0.0.1:11211, 127.0.0.1:11212",
+                "timeout": "0.5",
+                "connect_timeout": "0.75",
+                "dead_timeout": "2",
+                "failure_threshold": "3",
+                "memcached_expire_time": "3600",
+            },
+            ["127.0.0.1:11211", "127.0.0.1:11212"],
+            3600,
+            {"timeout": 0.5, "connect_timeout": 0.75, "failure_threshold": 3, "dead_timeout": 2.0},
+            id="memcached",
+        ),
+        pytest.param(
             "sa_sessions.redis",
-            url="redis://127.0.0.1:6379/0, redis://127.0.0.1:6380/0",
-            socket_timeout="0.5",
-            max_connections="10",
-            failure_threshold="4",
-            redis_expiration_time="86400",
-        )
-    )
-    pool = redis_pool(region)
-    assert pool.urls == ["redis://127.0.0.1:6379/0", "redis://127.0.0.1:6380/0"]
-    assert pool.max_ttl == 86400
-    for node in pool.nodes():
-        assert node.client.connection_pool.connection_kwargs["socket_timeout"] == 0.5
-        assert node.client.connection_pool.max_connections == 10
-        assert node.breaker.failure_threshold == 4
+            {
+                "url": "redis://127.0.0.1:6379/0, redis://127.0.0.1:6380/0",
+                "socket_timeout": "0.5",
+                "max_connections": "10",
+                "failure_threshold": "4",
+                "redis_expiration_time": "86400",
+            },
+            ["redis://127.0.0.1:6379/0", "redis://127.0.0.1:6380/0"],
+            86400,
+            {"socket_timeout": 0.5, "max_connections": 10, "failure_threshold": 4},
+            id="redis",
+        ),
+    ],
+)
+def test_pool_settings_from_an_ini_file(
+    backend: str,
+    arguments: dict[str, str],
+    servers: list[str],
+    max_ttl: int,
+    settings: dict[str, object],
+) -> None:
+    pool = from_config(ini(backend, **arguments)).backend.pool
+    assert (pool.servers if isinstance(pool, MemcachedPool) else pool.urls) == servers
+    assert pool.max_ttl == max_ttl
+    for node in node_settings(pool):  # every node
+        assert {name: node[name] for name in settings} == settings
 
 
 def test_memory_from_an_ini_file() -> None:
@@ -428,59 +444,38 @@ def _fill_many(cache: SessionCache, count: int) -> list[str]:
     return ids
 
 
-@pytest.mark.memcached
-def test_an_ini_memcached_pool_works_end_to_end(
-    memcached: MemcachedProcess, memcached_factory: Callable[[], MemcachedProcess]
-) -> None:
-    other = memcached_factory()
-    region = from_config(
-        ini("sa_sessions.pymemcache", url=f"{memcached.address}, {other.address}", timeout="0.5")
-    )
-    cache = guard_on(region)
-    ids = _fill_many(cache, 20)
-    held = [
-        sum(raw_get(server.address, cache.key(h)) is not None for h in ids)
-        for server in (memcached, other)
-    ]
-    assert sum(held) == 20 and min(held) > 0  # on both servers, once each
-    region.set("plain-key", b"plain bytes")  # the region still serves plain use
+def _serves_plain_use(region: CacheRegion) -> None:
+    """The region still serves plain use (of bytes) next to the sessions."""
+    region.set("plain-key", b"plain bytes")
     assert region.get("plain-key") == b"plain bytes"
-    memcached_pool(region).close()
-    other.stop()
-
-
-@pytest.mark.redis
-def test_an_ini_redis_pool_works_end_to_end(
-    redis_server: RedisProcess, redis_factory: Callable[[], RedisProcess]
-) -> None:
-    other = redis_factory()
-    region = from_config(
-        ini("sa_sessions.redis", url=f"{redis_server.url}, {other.url}", socket_timeout="0.5")
-    )
-    cache = guard_on(region)
-    ids = _fill_many(cache, 20)
-    held = []
-    for server in (redis_server, other):
-        plain = redis.Redis(host="127.0.0.1", port=server.port)
-        held.append(sum(plain.exists(cache.key(h)) for h in ids))
-        plain.close()
-    assert sum(held) == 20 and min(held) > 0
+    region.delete("plain-key")
+    assert region.get("plain-key") is NO_VALUE
     region.set_multi({"plain-1": b"one", "plain-2": b"two"})
     found = region.get_multi(["plain-1", "plain-2", "plain-3"])  # type: ignore[no-untyped-call]
     assert found == [b"one", b"two", NO_VALUE]
     region.delete_multi(["plain-1", "plain-2"])
     assert region.get("plain-1") is NO_VALUE
-    redis_pool(region).close()
+
+
+@pytest.mark.parametrize("kind", POOL_KINDS)
+def test_an_ini_pool_works_end_to_end(kind: PoolKind, request: pytest.FixtureRequest) -> None:
+    other = request.getfixturevalue(kind.factory_fixture)()
+    servers = [request.getfixturevalue(kind.server_fixture), other]
+    url = ", ".join(kind.name_of(server) for server in servers)
+    region = from_config(ini(kind.region_backend, url=url, **{kind.timeout_options[0]: "0.5"}))
+    cache = guard_on(session_cache_for(region))
+    ids = _fill_many(cache, 20)
+    held = [sum(kind.raw_get(server, cache.key(h)) is not None for h in ids) for server in servers]
+    assert sum(held) == 20 and min(held) > 0  # on both servers, once each
+    _serves_plain_use(region)
+    region.backend.pool.close()
     other.stop()
 
 
 def test_an_ini_memory_region_works_end_to_end() -> None:
     region = from_config(ini("sa_sessions.memory", max_entries="100"))
-    _fill_many(guard_on(region), 20)
-    region.set("plain-key", b"plain bytes")
-    assert region.get("plain-key") == b"plain bytes"
-    region.delete("plain-key")
-    assert region.get("plain-key") is NO_VALUE
+    _fill_many(guard_on(session_cache_for(region)), 20)
+    _serves_plain_use(region)
 
 
 # --------------------------------------------------------------------------- what the store accepts
@@ -599,39 +594,21 @@ def test_a_missing_client_package_names_the_install_command(
 FRAMING = b'{"ct": 1e10, "v": 2}|'  # dogpile's metadata header for a serialized value
 
 
-@pytest.mark.memcached
-def test_a_pickle_planted_in_memcached_never_runs_through_the_session_cache(
-    memcached: MemcachedProcess, tmp_path: Path
+@pytest.mark.parametrize("kind", POOL_KINDS)
+def test_a_pickle_planted_in_the_cache_never_runs_through_the_session_cache(
+    kind: PoolKind, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    region = from_config(ini("sa_sessions.pymemcache", url=memcached.address))
-    cache = guard_on(region)
+    server = request.getfixturevalue(kind.server_fixture)
+    region = from_config(ini(kind.region_backend, url=kind.name_of(server)))
+    cache = guard_on(session_cache_for(region))
     marker = tmp_path / "gadget-ran"
-    gadget = pickle.dumps(MkdirGadget(str(marker)))
-    raw_set(memcached.address, cache.key(hid(1)), 1, gadget)
-    raw_set(memcached.address, cache.key(hid(2)), 1, FRAMING + gadget)
-    raw_set(memcached.address, cache.key(hid(3)), 0, FRAMING + gadget)
-    for n in (1, 2, 3):
+    for n, data in enumerate((gadget(marker), FRAMING + gadget(marker))):
+        kind.plant(server, cache.key(hid(2 * n)), data)  # as pickled (memcached: flags 1)
+        kind.raw_set(server, cache.key(hid(2 * n + 1)), data)  # as bytes (memcached: flags 0)
+    for n in range(4):
         assert type(cache.read(hid(n))) is Absent
     assert not marker.exists()
-    memcached_pool(region).close()
-
-
-@pytest.mark.redis
-def test_a_pickle_planted_in_redis_never_runs_through_the_session_cache(
-    redis_server: RedisProcess, tmp_path: Path
-) -> None:
-    region = from_config(ini("sa_sessions.redis", url=redis_server.url))
-    cache = guard_on(region)
-    marker = tmp_path / "gadget-ran"
-    gadget = pickle.dumps(MkdirGadget(str(marker)))
-    plain = redis.Redis(host="127.0.0.1", port=redis_server.port)
-    plain.set(cache.key(hid(1)), gadget)
-    plain.set(cache.key(hid(2)), FRAMING + gadget)
-    plain.close()
-    for n in (1, 2):
-        assert type(cache.read(hid(n))) is Absent
-    assert not marker.exists()
-    redis_pool(region).close()
+    region.backend.pool.close()
 
 
 @pytest.mark.memcached
@@ -643,7 +620,7 @@ def test_control_dogpiles_own_memcached_backend_does_run_the_gadget(
         "dogpile.cache.pymemcache", arguments={"url": [memcached.address]}
     )
     marker = tmp_path / "gadget-ran"
-    raw_set(memcached.address, "planted", 1, pickle.dumps(MkdirGadget(str(marker))))
+    MEMCACHED.plant(memcached, "planted", gadget(marker))
     try:
         stock.get("planted")
     finally:
@@ -651,41 +628,27 @@ def test_control_dogpiles_own_memcached_backend_does_run_the_gadget(
     assert marker.is_dir()
 
 
-def _plant(kind: str, server: Any, key: str, data: bytes) -> CacheRegion:
-    """Write ``data`` under ``key`` behind the region's back; the region of that kind."""
-    if kind == "memory":
-        region = memory_region()
-        session_cache_for(region).set(key, data, 60)
-    elif kind == "memcached":
-        region = memcached_region(server.address)
-        raw_set(server.address, key, 0, data)
-    else:
-        region = redis_region(server.url)
-        plain = redis.Redis(host="127.0.0.1", port=server.port)
-        plain.set(key, data)
-        plain.close()
-    return region
+#: The region factory of each kind of pool.
+FACTORIES: dict[str, Callable[..., CacheRegion]] = {
+    "memcached": memcached_region,
+    "redis": redis_region,
+}
 
 
-PLAIN_KINDS = [
-    pytest.param("memory", id="memory"),
-    pytest.param("memcached", id="memcached", marks=pytest.mark.memcached),
-    pytest.param("redis", id="redis", marks=pytest.mark.redis),
-]
-
-
-@pytest.mark.parametrize("kind", PLAIN_KINDS)
+@pytest.mark.parametrize("kind", [pytest.param(None, id="memory"), *POOL_KINDS])
 def test_a_pickle_planted_in_the_cache_never_runs_through_the_regions_own_get(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+    kind: PoolKind | None, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """The factories promise regions "holding only bytes, safely": plain use included."""
-    server = None
-    if kind == "memcached":
-        server = request.getfixturevalue("memcached")
-    elif kind == "redis":
-        server = request.getfixturevalue("redis_server")
     marker = tmp_path / "gadget-ran"
-    region = _plant(kind, server, "app:key", FRAMING + pickle.dumps(MkdirGadget(str(marker))))
+    planted = FRAMING + gadget(marker)
+    if kind is None:
+        region = memory_region()
+        session_cache_for(region).set("app:key", planted, 60)
+    else:  # written behind the region's back
+        server = request.getfixturevalue(kind.server_fixture)
+        region = FACTORIES[kind.name](kind.name_of(server))
+        kind.raw_set(server, "app:key", planted)
     with contextlib.suppress(Exception):  # refusing the value loudly is fine; running it is not
         region.get("app:key")
     assert not marker.exists(), "region.get() unpickled what was planted in the cache"

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from typing import Protocol
 from typing import runtime_checkable
 
+from sa_sessions.exceptions import SessionConfigError
+
 #: Opaque proof of which value a ``get`` returned; only ``cas`` of the same backend reads it.
 Token = object
 
@@ -72,7 +74,21 @@ class SessionCacheBackend(Protocol):
 
 
 def whole_seconds(ttl: float, cap: int) -> int:
-    """``ttl`` rounded up to whole seconds, between 1 and ``cap``."""
+    """``ttl`` rounded up to whole seconds, between 1 and ``cap`` (NaN: 1; infinity: cap)."""
     if not ttl > 0:
         return 1
-    return max(1, min(cap, math.ceil(ttl)))
+    if ttl >= cap:
+        return cap
+    return max(1, math.ceil(ttl))
+
+
+def checked_max_ttl(max_ttl: object, limit: int | None = None) -> int:
+    """``max_ttl`` as whole seconds >= 1 (and <= ``limit``), or a SessionConfigError."""
+    if isinstance(max_ttl, bool) or not isinstance(max_ttl, int) or max_ttl < 1:
+        raise SessionConfigError(f"max_ttl must be a whole number of seconds >= 1, not {max_ttl!r}")
+    if limit is not None and max_ttl > limit:
+        raise SessionConfigError(
+            f"max_ttl must be at most {limit} seconds (memcached reads longer expiries "
+            "as a Unix time, which has passed: the item would be gone at once)"
+        )
+    return max_ttl

@@ -41,6 +41,7 @@ from sa_sessions.exceptions import SessionConfigError
 
 from .backend import CacheUnavailable
 from .backend import Token
+from .backend import checked_max_ttl
 from .backend import whole_seconds
 from .breaker import CircuitBreaker
 from .breaker import positive_seconds
@@ -154,7 +155,7 @@ class MemcachedPool(ServerPool[_Node]):
             "tls_context": tls_context,
         }
         self.servers = list(servers)
-        self.max_ttl = max_ttl
+        self.max_ttl = checked_max_ttl(max_ttl, MAX_EXPIRE)
         super().__init__(
             [
                 (address, _Node(address, options, CircuitBreaker(failure_threshold, dead_timeout)))
@@ -290,4 +291,6 @@ class MemcachedBackend(SessionCacheRegionBackend):
     """
 
     def __init__(self, arguments: Mapping[str, Any]) -> None:
+        #: The :class:`MemcachedPool` built from the arguments: the session cache
+        #: interface the store talks to, and where the region's own calls go.
         self.pool = self.session_cache = MemcachedPool(**_pool_arguments(arguments))

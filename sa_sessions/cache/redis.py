@@ -29,6 +29,7 @@ from sa_sessions.exceptions import SessionConfigError
 
 from .backend import CacheUnavailable
 from .backend import Token
+from .backend import checked_max_ttl
 from .breaker import CircuitBreaker
 from .breaker import positive_seconds
 from .nodes import ServerPool
@@ -53,7 +54,12 @@ return 0
 
 
 def _milliseconds(ttl: float, cap: int) -> int:
-    return max(1, min(cap * 1000, int(ttl * 1000) + 1))
+    """``ttl`` in whole milliseconds, between 1 and ``cap`` seconds (NaN: 1; infinity: cap)."""
+    if not ttl > 0:
+        return 1
+    if ttl >= cap:
+        return cap * 1000
+    return max(1, int(ttl * 1000) + 1)
 
 
 class _Node:
@@ -93,7 +99,7 @@ class RedisPool(ServerPool[_Node]):
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.urls = list(urls)
-        self.max_ttl = max_ttl
+        self.max_ttl = checked_max_ttl(max_ttl)
         nodes = []
         for url in self.urls:
             options: dict[str, Any] = {
@@ -247,4 +253,6 @@ class RedisBackend(SessionCacheRegionBackend):
     """
 
     def __init__(self, arguments: Mapping[str, Any]) -> None:
+        #: The :class:`RedisPool` built from the arguments: the session cache interface
+        #: the store talks to, and where the region's own calls go.
         self.pool = self.session_cache = RedisPool(**_pool_arguments(arguments))
