@@ -114,9 +114,6 @@ nitpick_ignore_regex = [
     # Private names (``_Node`` in a class's bases, SQLAlchemy's ``_ColumnExpression...``
     # in a signature) are documented nowhere.
     (r"py:.*", r"(sa_sessions(\.\w+)*\.)?_\w+"),
-    # Members without a docstring, named by their class's docstring.
-    (r"py:meth", r"as_dict"),  # sa_sessions.analytics.SessionStats.as_dict
-    (r"py:attr", r"pool"),  # MemcachedBackend.pool and RedisBackend.pool, set in __init__
 ]
 
 # --------------------------------------------------------------------------- hooks

@@ -273,6 +273,15 @@ class SessionStats:
     top_users: list[tuple[Any, int]] | None
 
     def as_dict(self) -> dict[str, Any]:
+        """These stats as plain data with stable keys, what ``sa-sessions stats --json``
+        prints.
+
+        Datetimes and days become ISO 8601 strings; ``created_per_day`` is a list of
+        ``{"day", "created"}`` objects, oldest first, ``blob_bytes`` an object of
+        :class:`BlobSizes`' fields, and ``top_users`` a list of ``{"user_id",
+        "sessions"}`` objects (each user id as its column holds it), or None when the
+        model has no ``user_id`` column.
+        """
         oldest = self.oldest_active_created_at
         users = self.top_users
         return {

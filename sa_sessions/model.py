@@ -16,17 +16,20 @@ own columns, foreign keys and relationships next to the session's::
         __tablename__ = "web_sessions"
         user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
 
-Columns
--------
-``id``          SHA-256 hex of the session id (the raw id is never stored).
-``data``        the sealed blob (MEDIUMBLOB on MySQL/MariaDB, BYTEA on PostgreSQL,
-                BLOB on SQLite); only :class:`~sa_sessions.SessionStore` reads it.
-``created_at``, ``updated_at``, ``expires_at``
-                aware UTC datetimes on every dialect (``expires_at`` is indexed).
-``version``     incremented by every save; saves are ``UPDATE ... WHERE version = ?``.
+.. rubric:: Columns
 
-Querying
---------
+``id``
+    SHA-256 hex of the session id (the raw id is never stored).
+``data``
+    The sealed blob (MEDIUMBLOB on MySQL/MariaDB, BYTEA on PostgreSQL, BLOB on
+    SQLite); only :class:`~sa_sessions.SessionStore` reads it.
+``created_at``, ``updated_at``, ``expires_at``
+    Aware UTC datetimes on every dialect (``expires_at`` is indexed).
+``version``
+    Incremented by every save; saves are ``UPDATE ... WHERE version = ?``.
+
+.. rubric:: Querying
+
 ``is_expired`` and ``is_active`` are hybrids: on an instance they compare with
 the current UTC time, inside a query they compile to SQL with a UTC "now" that
 does not depend on the connection's time zone::

@@ -63,7 +63,9 @@ from .conftest import make_engine
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "alembic.md").read_text(encoding="utf-8")
 
-#: The README's model ("Your model, your table"), as the project's myapp/models.py.
+#: The model of docs/model.md ("Your model, your table"; also in the README's "Your
+#: model, on real servers"), as the project's myapp/models.py, to which the recipe of
+#: docs/alembic.md ("The recipe") is applied.
 MODELS = """\
 from sqlalchemy import ForeignKey
 from sqlalchemy.orm import DeclarativeBase
