@@ -40,10 +40,10 @@ class Increment:
         return f"Increment({self.delta!r})"
 
 
-def _number(value: Any) -> int | float:
+def _number(key: str, value: Any) -> int | float:
     if type(value) is Packed:
         try:
-            value = value.value()
+            value = value.value(key)
         except CodecError:
             return 0
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -58,7 +58,7 @@ def apply_changes(fresh: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[
         if type(change) is Deleted:
             merged.pop(key, None)
         elif type(change) is Increment:
-            merged[key] = _number(merged.get(key, 0)) + change.delta
+            merged[key] = _number(key, merged.get(key, 0)) + change.delta
         else:
             merged[key] = change
     return merged
@@ -76,12 +76,12 @@ def changes_between(base: Mapping[str, Any], data: Mapping[str, Any]) -> dict[st
         if old is value:
             continue
         if type(old) is Packed and type(value) is Packed:
-            if old.raw != value.raw:
+            if old.raw(key) != value.raw(key):
                 changes[key] = value
             continue
         if type(old) is Packed:
             try:
-                old = old.value()
+                old = old.value(key)
             except CodecError:
                 changes[key] = value
                 continue

@@ -21,6 +21,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from itertools import compress
+from itertools import repeat
+from operator import is_not
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -52,6 +55,21 @@ Headers = list[tuple[str, str]]
 
 #: Attempts at a fresh id when an INSERT finds its id taken (256-bit ids: never twice).
 _FRESH_ID_ATTEMPTS = 3
+
+#: A stored session is tried as a cookie again only when its untouched values take
+#: at most this many times the cookie budget: session data seldom compresses better
+#: than 4 to 1 in a cookie, and staying server-side is always correct.
+COOKIE_RETRY_FACTOR = 4
+
+
+def stored_bytes(data: Mapping[str, Any]) -> int:
+    """Stored size of the values of ``data`` still in their stored form (not decoded)."""
+    total = 0
+    for packed in {value for value in data.values() if type(value) is Packed}:
+        keys = packed.keys
+        moved = compress(keys, map(is_not, map(data.get, keys), repeat(packed)))
+        total += len(packed.values_view()) - sum(map(packed.size, moved))
+    return total
 
 
 class Saver:
@@ -119,19 +137,20 @@ class Saver:
         return self._far_over_budget()
 
     def _far_over_budget(self) -> bool:
-        """True when the values still in stored form alone could never fit a cookie.
+        """True when the values still in stored form are too many bytes to try a cookie.
 
-        A cookie's body is bounded before compression (the decoder refuses more), so
-        stored values beyond that bound rule the cookie out without decoding them.
+        Trying costs decoding every value, encoding them as JSON and compressing the
+        lot, on every save.  A server-side session whose untouched values alone take
+        more than :data:`COOKIE_RETRY_FACTOR` times the cookie budget therefore stays
+        where it is without trying (it moves back once it shrinks under that); and a
+        cookie's body is bounded before compression anyway (the decoder refuses more).
         """
-        bound = self.settings.cookies.max_decompressed_bytes
-        total = 0
-        for value in self.data.values():
-            if type(value) is Packed:
-                total += len(value.raw)
-                if total > bound:
-                    return True
-        return False
+        settings = self.settings
+        bound = min(
+            settings.cookies.max_decompressed_bytes,
+            COOKIE_RETRY_FACTOR * settings.cookie_only_threshold,
+        )
+        return stored_bytes(self.data) > bound
 
     # ------------------------------------------------------------------ the cookie
 

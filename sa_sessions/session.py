@@ -162,7 +162,7 @@ class Session(MutableMapping[str, Any]):
         leaked key: the key is treated as absent and the next save leaves it out.
         """
         try:
-            value = packed.value()
+            value = packed.value(key)
         except CodecError as exc:
             security_log.error(
                 "session %s: a stored value cannot be decoded (%s); dropped", self._log_id, exc
@@ -222,7 +222,7 @@ class Session(MutableMapping[str, Any]):
             state.dirty = Dirty.QUICK
         if type(value) is Packed:
             try:
-                return value.value()
+                return value.value(key)
             except CodecError:
                 return default
         return value

@@ -72,6 +72,7 @@ from .changes import apply_changes
 from .changes import changes_between
 from .codec.blob import BlobCodec
 from .codec.blob import BlobMeta
+from .codec.blob import Layout
 from .codec.blob import Packed
 from .codec.blob import Serializer
 from .exceptions import CodecError
@@ -159,7 +160,7 @@ class _Values(Mapping[str, Any]):
         value = self._data[key]
         if type(value) is Packed:
             try:
-                return value.value()
+                return value.value(key)
             except CodecError:
                 security_log.error("a stored session value cannot be decoded; hooks skip it")
                 raise KeyError(key) from None
@@ -280,12 +281,17 @@ class SessionStore(Generic[M]):
     node that was frozen, a replayed entry) serves nothing after that long.
     ``merge_retries`` bounds the merges of one save where a concurrent writer
     won (they queue on a row lock on MySQL/MariaDB and PostgreSQL).
+    ``blob_layout`` is ``"indexed"`` (the default: opening a session decodes only its
+    key index, and a save re-encodes only the values that changed) or ``"keyed"``,
+    the layout 0.1.0 reads: use it while 0.1.0 processes still serve requests during
+    an upgrade, then drop it (both layouts are always read).
     """
 
     #: Default cap on an encoded session (well under MEDIUMBLOB and max_allowed_packet).
     default_max_session_bytes = 4 * 1024 * 1024
-    #: Default cap on a cached copy (below memcached's 1 MiB item limit).
-    default_max_cache_bytes = 512 * 1024
+    #: Default cap on a cached copy: 1000 KiB fits memcached's default 1 MiB item
+    #: with room for the key and the item header.
+    default_max_cache_bytes = 1000 * 1024
 
     def __init__(
         self,
@@ -295,6 +301,7 @@ class SessionStore(Generic[M]):
         region: CacheRegion | None = None,
         secret_keys: KeyInput,
         codec: Serializer = "pickle",
+        blob_layout: Layout = "indexed",
         max_session_bytes: int | None = None,
         max_cache_bytes: int | None = None,
         cache_prefix: str = "sas:",
@@ -314,6 +321,7 @@ class SessionStore(Generic[M]):
             serializer=codec,
             max_bytes=_size("max_session_bytes", max_session_bytes, self.default_max_session_bytes),
             allowed_classes=pickle_classes,
+            layout=blob_layout,
         )
         self.columns: dict[str, Callable[..., Any]] = dict(columns or {})
         unknown = sorted(set(self.columns) - set(table.c.keys()))
@@ -489,7 +497,7 @@ class SessionStore(Generic[M]):
         session_id: str,
         hashed: str,
         version: int,
-        blob: bytes,
+        blob: bytes | memoryview,
         source: str,
         lazy: bool,
         copy: CachedCopy | None = None,
@@ -807,7 +815,7 @@ class SessionStore(Generic[M]):
         version: int,
         data: Mapping[str, Any],
         meta: BlobMeta,
-        blob: bytes,
+        blob: bytes | memoryview,
         *,
         cache_only: bool = False,
         cache_copy: CachedCopy | None = None,

@@ -645,7 +645,7 @@ def test_row25_over_max_session_bytes(web: Web) -> None:
 def test_row26_over_the_cache_item_limit(web: Web) -> None:
     mw = web.middleware()
     web.reset()
-    value, sid = create(web, mw, "bytes=blob:600000")
+    value, sid = create(web, mw, "bytes=blob:1100000")  # over the 1000 KiB default
     assert value.split(".")[1] == "i"
     assert web.sql.count("INSERT") == 1
     assert web.stats.sets == 1  # a row-only marker: readers go to the row

@@ -76,8 +76,29 @@ def mac_for(body: bytes, *, key: bytes = SECRET, hashed_id: str = HID, version: 
 
 
 def keyed(data: dict[str, Any]) -> bytes:
-    """The payload seal() writes with the pickle serializer: every value pickled on its own."""
+    """A format 1-2 keyed payload (``layout="keyed"``): a pickle of {key: pickle of value}."""
     return pickle.dumps({k: pickle.dumps(v, protocol=5) for k, v in data.items()}, protocol=5)
+
+
+def indexed(data: dict[str, Any], values: list[bytes] | None = None) -> bytes:
+    """A format 3 payload from its documented layout: count, key tuple, lengths, values."""
+    if values is None:
+        values = [pickle.dumps(v, protocol=5) for v in data.values()]
+    keys = pickle.dumps(tuple(data), protocol=5)
+    lengths = b"".join(len(value).to_bytes(4, "little") for value in values)
+    head = len(data).to_bytes(4, "big") + len(keys).to_bytes(4, "big")
+    return head + keys + lengths + b"".join(values)
+
+
+def forge3(payload: bytes, *, session_flags: int = 0, flags: int = 0x08, version: int = 1) -> bytes:
+    """A format 3 blob around ``payload``, MACed with the real key, bypassing seal."""
+    body = (
+        bytes([0x30 | flags, session_flags])
+        + micros(EXPIRES).to_bytes(8, "big", signed=True)
+        + micros(TOUCHED).to_bytes(8, "big", signed=True)
+        + payload
+    )
+    return body + mac_for(body, version=version)
 
 
 def forge(
@@ -283,10 +304,21 @@ def test_open_accepts_bytes_like(codec: BlobCodec) -> None:
 # --------------------------------------------------------------------------- layout
 
 
-@pytest.mark.parametrize(("serializer", "flag"), [("pickle", 0x08), ("json", 0x01)])
-def test_raw_layout(serializer: Any, flag: int) -> None:
+def test_raw_layout_indexed() -> None:
     data = {"user": 42, "name": "ann"}
-    blob = BlobCodec(SECRET, serializer=serializer).seal(HID, 5, META, data)
+    blob = BlobCodec(SECRET).seal(HID, 5, META, data)
+    assert blob[:2] == bytes([0x38, 0])  # format 3, keyed; no session flags
+    assert int.from_bytes(blob[2:10], "big", signed=True) == micros(EXPIRES)
+    assert int.from_bytes(blob[10:18], "big", signed=True) == micros(TOUCHED)
+    assert blob[18:-32] == indexed(data)
+    assert blob[-32:] == mac_for(blob[:-32], version=5)
+    assert blob == forge3(indexed(data), version=5)
+
+
+@pytest.mark.parametrize(("serializer", "flag"), [("pickle", 0x08), ("json", 0x01)])
+def test_raw_layout_format_1(serializer: Any, flag: int) -> None:
+    data = {"user": 42, "name": "ann"}
+    blob = BlobCodec(SECRET, serializer=serializer, layout="keyed").seal(HID, 5, META, data)
     expected_payload = keyed(data) if serializer == "pickle" else tagged.dumps(data)
     assert blob[0] == 0x10 | flag
     assert int.from_bytes(blob[1:9], "big", signed=True) == micros(EXPIRES)
@@ -300,9 +332,12 @@ def test_raw_layout(serializer: Any, flag: int) -> None:
 def test_ssl_only_flag_and_pre_epoch_times(codec: BlobCodec) -> None:
     early = datetime(1960, 1, 1, tzinfo=UTC)
     blob = codec.seal(HID, 1, BlobMeta(early, early, ssl_only=True), {})
-    assert blob[0] == 0x1C  # format 1, keyed pickle, ssl-only
-    assert int.from_bytes(blob[1:9], "big", signed=True) == micros(early) < 0
+    assert blob[0] == 0x3C  # format 3, keyed pickle, ssl-only
+    assert int.from_bytes(blob[2:10], "big", signed=True) == micros(early) < 0
     assert codec.open(HID, 1, blob)[0] == BlobMeta(early, early, True)
+    legacy = BlobCodec(SECRET, layout="keyed").seal(HID, 1, BlobMeta(early, early, True), {})
+    assert legacy[0] == 0x1C  # format 1, keyed pickle, ssl-only
+    assert codec.open(HID, 1, legacy)[0] == BlobMeta(early, early, True)
 
 
 def test_forged_blob_of_a_plain_pickle_opens(codec: BlobCodec) -> None:
@@ -318,16 +353,37 @@ class EagerCodec(BlobCodec):
     compress_threshold = 0
 
 
+def test_large_values_are_compressed_one_by_one() -> None:
+    codec = BlobCodec(SECRET)
+    data = {"user": 7, "big": "x" * 50_000, "noise": os.urandom(40_000).hex(), "mid": "y" * 20_000}
+    blob = codec.seal(HID, 1, META, data)
+    assert not blob[0] & 0x02  # never the whole payload in format 3
+    assert len(blob) < 90_000
+    lazy = codec.open_lazy(HID, 1, blob)[1]
+    packed = lazy["big"]
+    assert type(packed) is Packed
+    assert bytes(packed.raw("big"))[:1] == b"z" and packed.size("big") < 1000
+    assert zlib.decompress(bytes(packed.raw("big"))[1:]) == pickle.dumps("x" * 50_000, protocol=5)
+    assert bytes(packed.raw("user")) == pickle.dumps(7, protocol=5)  # small: plain
+    assert bytes(packed.raw("mid"))[:2] == b"\x80\x05"  # under the 32 KiB threshold
+    hexed = bytes(packed.raw("noise"))
+    assert hexed[:1] == b"z" and len(hexed) < 60_000  # hex compresses about 2x
+    assert unpacked(lazy) == data
+    tiny = EagerCodec(SECRET).seal(HID, 1, META, {"a": 1})
+    assert codec.open_lazy(HID, 1, tiny)[1]["a"].raw("a")[:1] == b"\x80"  # zlib is bigger
+
+
 @pytest.mark.parametrize("serializer", SERIALIZERS)
 def test_compression_only_when_it_helps(serializer: Any) -> None:
-    codec = BlobCodec(SECRET, serializer=serializer)
+    """Formats 1-2 and JSON compress the whole payload, and only above the threshold."""
+    codec = BlobCodec(SECRET, serializer=serializer, layout="keyed")
     compressible = codec.seal(HID, 1, META, {"a": "x" * 50_000})
     assert compressible[0] & 0x02
     assert len(compressible) < 1000
     assert zlib.decompress(compressible[17:-32])[:2] in (b"\x80\x05", b'{"')
     small = codec.seal(HID, 1, META, {"a": "x" * 20_000})
     assert not small[0] & 0x02  # under the 32 KiB threshold: not worth inflating per read
-    tiny = EagerCodec(SECRET, serializer=serializer).seal(HID, 1, META, {"a": 1})
+    tiny = EagerCodec(SECRET, serializer=serializer, layout="keyed").seal(HID, 1, META, {"a": 1})
     assert not tiny[0] & 0x02  # zlib would make it bigger
     for blob in (compressible, small, tiny):
         assert codec.open(HID, 1, blob)[1]["a"]
@@ -418,34 +474,69 @@ def test_bad_id_or_version_arguments_are_caller_bugs(codec: BlobCodec) -> None:
         codec.seal(HID, 1, BlobMeta(datetime(2024, 1, 1), TOUCHED), {})
 
 
-def test_open_lazy_leaves_values_packed_until_asked(codec: BlobCodec) -> None:
+@pytest.mark.parametrize("layout", ["indexed", "keyed"])
+def test_open_lazy_leaves_values_packed_until_asked(layout: Any) -> None:
+    codec = BlobCodec(SECRET, layout=layout)
     data = {"cart": [{"sku": "A-1", "qty": 2}], "user": 42, "when": EXPIRES}
     meta, lazy = codec.open_lazy(HID, 1, codec.seal(HID, 1, META, data))
     assert meta == META
     assert list(lazy) == ["cart", "user", "when"]  # key order is kept
-    assert all(type(value) is Packed for value in lazy.values())
-    assert {key: value.value() for key, value in lazy.items()} == data
-    first, second = lazy["cart"].value(), lazy["cart"].value()
+    (packed,) = {id(value): value for value in lazy.values()}.values()  # one per blob
+    assert type(packed) is Packed and packed.keys == ("cart", "user", "when")
+    assert {key: value.value(key) for key, value in lazy.items()} == data
+    first, second = packed.value("cart"), packed.value("cart")
     assert first == second and first is not second  # a fresh object per decode
     assert unpacked(lazy) == data
-    assert "bytes" in repr(lazy["user"]) and "A-1" not in repr(lazy["cart"])
+    assert "3 values" in repr(packed) and "A-1" not in repr(packed)
+    with pytest.raises(KeyError):
+        packed.value("absent")
 
 
 def test_shared_objects_unpickle_per_key(codec: BlobCodec) -> None:
     shared = ["same", "list"]
     blob = codec.seal(HID, 1, META, {"a": shared, "b": shared, "c": (shared, shared)})
     lazy = codec.open_lazy(HID, 1, blob)[1]
-    assert lazy["b"].value() == shared  # no memo reference into another key's pickle
-    assert lazy["c"].value() == (shared, shared)
+    assert lazy["b"].value("b") == shared  # no memo reference into another key's pickle
+    assert lazy["c"].value("c") == (shared, shared)
 
 
 def test_packed_values_are_written_back_unchanged(codec: BlobCodec) -> None:
     blob = codec.seal(HID, 1, META, {"big": "x" * 5000, "n": 1})
     lazy = codec.open_lazy(HID, 1, blob)[1]
-    raw = lazy["big"].raw
+    raw = bytes(lazy["big"].raw("big"))
     again = codec.seal(HID, 2, META, {**lazy, "n": 2})
     assert codec.open(HID, 2, again)[1] == {"big": "x" * 5000, "n": 2}
+    assert again[18:-32] == indexed({"big": 0, "n": 0}, [raw, pickle.dumps(2, protocol=5)])
+    legacy = BlobCodec(SECRET, layout="keyed")
+    lazy = legacy.open_lazy(HID, 1, legacy.seal(HID, 1, META, {"big": "x" * 5000, "n": 1}))[1]
+    again = legacy.seal(HID, 2, META, {**lazy, "n": 2})
     assert again[17:-32] == pickle.dumps({"big": raw, "n": pickle.dumps(2, protocol=5)}, protocol=5)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.update(k005="changed"),  # one value in place
+        lambda d: d.update(k000=1, k199=["last"]),  # the first and the last
+        lambda d: d.update(extra="appended"),  # a new key at the end
+        lambda d: d.update(k010="x" * 40_000, more=b"\x00\xff" * 5),  # compressed + appended
+        lambda d: d.pop("k100"),  # a deleted key
+        lambda d: d.update({f"k{i:03d}": i for i in range(150)}),  # most values
+        lambda d: [d.pop("k000"), d.update(k000="moved to the end")],  # reordered
+        lambda d: None,  # nothing
+    ],
+)
+def test_a_save_after_a_change_reuses_the_rest_exactly(change: Any) -> None:
+    codec = BlobCodec(SECRET)
+    data: dict[str, Any] = {f"k{i:03d}": f"value {i} " * 10 for i in range(200)}
+    data["k050"] = "z" * 50_000  # stored compressed
+    lazy = codec.open_lazy(HID, 1, codec.seal(HID, 1, META, data))[1]
+    change(data)
+    change(lazy)
+    again = codec.seal(HID, 2, META, lazy)
+    assert codec.open(HID, 2, again)[1] == data
+    fresh = codec.seal(HID, 2, META, data)  # from plain values: the same bytes
+    assert again == fresh
 
 
 def test_packed_values_of_another_codec_are_decoded_and_checked() -> None:
@@ -478,14 +569,22 @@ def test_undecodable_value_is_a_codec_error_on_access(codec: BlobCodec, tmp_path
     marker = tmp_path / "marker"
     gadget = pickle.dumps(Gadget(str(marker)), protocol=5)
     payload = pickle.dumps({"ok": pickle.dumps(1, protocol=5), "bad": gadget}, protocol=5)
-    blob = forge(payload, 0x08)
-    lazy = codec.open_lazy(HID, 1, blob)[1]
-    assert lazy["ok"].value() == 1
-    with pytest.raises(CodecError):
-        lazy["bad"].value()
-    with pytest.raises(CodecError):
-        codec.open(HID, 1, blob)
-    assert not marker.exists()
+    for blob in (
+        forge(payload, 0x08),
+        forge3(indexed({"ok": 0, "bad": 0}, [pickle.dumps(1, protocol=5), gadget])),
+        forge3(
+            indexed(
+                {"ok": 0, "bad": 0}, [pickle.dumps(1, protocol=5), b"z" + zlib.compress(gadget)]
+            )
+        ),
+    ):
+        lazy = codec.open_lazy(HID, 1, blob)[1]
+        assert lazy["ok"].value("ok") == 1
+        with pytest.raises(CodecError):
+            lazy["bad"].value("bad")
+        with pytest.raises(CodecError):
+            codec.open(HID, 1, blob)
+        assert not marker.exists()
     for bad_value in (
         pickle.dumps(1, protocol=5) + b"junk",
         b"",
@@ -494,7 +593,14 @@ def test_undecodable_value_is_a_codec_error_on_access(codec: BlobCodec, tmp_path
     ):
         broken = forge(pickle.dumps({"v": bad_value}, protocol=5), 0x08)
         with pytest.raises(CodecError):
-            codec.open_lazy(HID, 1, broken)[1]["v"].value()
+            codec.open_lazy(HID, 1, broken)[1]["v"].value("v")
+        broken = forge3(indexed({"v": 0}, [bad_value]))
+        with pytest.raises(CodecError):
+            codec.open_lazy(HID, 1, broken)[1]["v"].value("v")
+    for bad_value in (b"z", b"z" + b"not zlib", b"z" + zero_bomb(5)):
+        broken = forge3(indexed({"v": 0}, [bad_value]))
+        with pytest.raises(CodecError):
+            codec.open_lazy(HID, 1, broken)[1]["v"].value("v")
 
 
 @pytest.mark.parametrize(
@@ -509,6 +615,68 @@ def test_undecodable_value_is_a_codec_error_on_access(codec: BlobCodec, tmp_path
 def test_malformed_keyed_payload_is_refused_whole(codec: BlobCodec, outer: Any) -> None:
     with pytest.raises(CodecError):
         codec.open_lazy(HID, 1, forge(pickle.dumps(outer, protocol=5), 0x08))
+
+
+def _index(count: int, keys: bytes, lengths: list[int], values: bytes) -> bytes:
+    head = count.to_bytes(4, "big") + len(keys).to_bytes(4, "big") + keys
+    return head + b"".join(n.to_bytes(4, "little") for n in lengths) + values
+
+
+_ONE = pickle.dumps(1, protocol=5)
+_KEYS = pickle.dumps(("a",), protocol=5)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",  # no index at all
+        b"\x00\x00\x00\x01",  # half a head
+        _index(2, _KEYS, [len(_ONE)], _ONE),  # says two keys, holds one
+        _index(1, _KEYS, [len(_ONE) + 1], _ONE),  # lengths longer than the values
+        _index(1, _KEYS, [len(_ONE) - 1], _ONE),  # values longer than the lengths
+        _index(1, _KEYS, [len(_ONE)], _ONE)[:-1],  # truncated
+        _index(1, _KEYS, [len(_ONE)], _ONE) + b"\x00",  # trailing byte
+        _index(1, pickle.dumps(["a"], protocol=5), [len(_ONE)], _ONE),  # a list, not a tuple
+        _index(1, pickle.dumps((1,), protocol=5), [len(_ONE)], _ONE),  # a key that is not str
+        _index(2, pickle.dumps(("a", "a"), protocol=5), [len(_ONE)] * 2, _ONE * 2),  # repeated
+        _index(1, pickle.dumps("a", protocol=5), [len(_ONE)], _ONE),  # not a tuple at all
+        _index(1, _KEYS + b".", [len(_ONE)], _ONE),  # bytes after the key tuple's STOP
+        _index(1, pickle.dumps(("a",), protocol=4), [len(_ONE)], _ONE),  # protocol 4
+        (0xFFFFFFFF).to_bytes(4, "big") + bytes(4),  # an absurd count
+        (1).to_bytes(4, "big") + (0xFFFFFFFF).to_bytes(4, "big"),  # an absurd key length
+    ],
+)
+def test_malformed_indexed_payload_is_refused_whole(codec: BlobCodec, payload: bytes) -> None:
+    with pytest.raises(CodecError):
+        codec.open_lazy(HID, 1, forge3(payload))
+
+
+@pytest.mark.parametrize(
+    ("header", "session_flags"),
+    [(0x39, 0), (0x3A, 0), (0x30, 0), (0x38, 0x04), (0x38, 0x80), (0x48, 0)],
+)
+def test_format_3_headers_it_never_writes_are_refused(
+    codec: BlobCodec, header: int, session_flags: int
+) -> None:
+    """JSON, whole-payload zlib or no keyed flag in format 3, unknown session flags, format 4."""
+    good = indexed({"a": 1})
+    body = (
+        bytes([header, session_flags])
+        + micros(EXPIRES).to_bytes(8, "big", signed=True)
+        + micros(TOUCHED).to_bytes(8, "big", signed=True)
+        + good
+    )
+    with pytest.raises(CodecError, match="unknown session blob format"):
+        codec.open_lazy(HID, 1, body + mac_for(body))
+    assert codec.open(HID, 1, forge3(good)) == (META, {"a": 1})
+
+
+def test_gadget_in_the_key_tuple_never_runs(codec: BlobCodec, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    keys = pickle.dumps((Gadget(str(marker)),), protocol=5)
+    with pytest.raises(CodecError):
+        codec.open_lazy(HID, 1, forge3(_index(1, keys, [len(_ONE)], _ONE)))
+    assert not marker.exists()
 
 
 def test_gadget_in_the_keyed_container_never_runs(codec: BlobCodec, tmp_path: Path) -> None:
@@ -736,7 +904,7 @@ def test_zlib_bomb_is_refused_quickly_with_bounded_memory(serializer: Any) -> No
 
 def test_inflate_limit_boundary() -> None:
     limit = 1000
-    codec = EagerCodec(SECRET, max_bytes=limit)  # compresses whatever the size
+    codec = EagerCodec(SECRET, max_bytes=limit, layout="keyed")  # compresses whatever the size
 
     def sized_pickle(size: int) -> bytes:
         text = "x" * (size - len(pickle.dumps({"a": ""}, protocol=5)))
@@ -779,11 +947,11 @@ def test_session_too_large(serializer: Any) -> None:
 
 def test_blob_over_the_cap_is_refused_even_if_payload_fits() -> None:
     codec = BlobCodec(SECRET, max_bytes=1000)
-    payload_size = len(keyed({"a": os.urandom(920)}))
-    assert payload_size <= 1000 < payload_size + 49
+    payload_size = len(indexed({"a": os.urandom(930)}))
+    assert payload_size <= 1000 < payload_size + 50
     with pytest.raises(SessionTooLarge) as info:
-        codec.seal(HID, 1, META, {"a": os.urandom(920)})  # random: zlib cannot shrink it
-    assert info.value.size == payload_size + 49
+        codec.seal(HID, 1, META, {"a": os.urandom(930)})  # random: zlib cannot shrink it
+    assert info.value.size == payload_size + 50
     assert codec.seal(HID, 1, META, {"a": os.urandom(800)})
 
 
@@ -1083,17 +1251,23 @@ def test_classes_defined_in_python_still_round_trip() -> None:
     ("pinned", "idle"), [(True, None), (False, timedelta(minutes=20)), (True, timedelta(hours=2))]
 )
 def test_session_flags_round_trip_in_format_2(pinned: bool, idle: timedelta | None) -> None:
-    codec = BlobCodec(SECRET)
+    legacy = BlobCodec(SECRET, layout="keyed")
     meta = BlobMeta(EXPIRES, TOUCHED, ssl_only=True, pinned=pinned, idle_timeout=idle)
-    blob = codec.seal(HID, 3, meta, {"a": 1})
+    blob = legacy.seal(HID, 3, meta, {"a": 1})
     assert blob[0] >> 4 == 2
-    assert codec.open(HID, 3, blob) == (meta, {"a": 1})
+    assert legacy.open(HID, 3, blob) == (meta, {"a": 1})
+    assert BlobCodec(SECRET).open(HID, 3, blob) == (meta, {"a": 1})
+    indexed_blob = BlobCodec(SECRET).seal(HID, 3, meta, {"a": 1})
+    assert indexed_blob[0] >> 4 == 3
+    assert indexed_blob[1] == (1 if pinned else 0) | (2 if idle else 0)
+    assert legacy.open(HID, 3, indexed_blob) == (meta, {"a": 1})  # both read both
 
 
-def test_a_session_without_flags_is_written_in_format_1() -> None:
-    """So an older release keeps reading what this one writes (rolling deploys)."""
-    blob = BlobCodec(SECRET).seal(HID, 1, META, {"a": 1})
+def test_the_keyed_layout_writes_format_1_without_flags() -> None:
+    """What 0.1.0 reads: ``layout="keyed"`` keeps a rolling upgrade readable both ways."""
+    blob = BlobCodec(SECRET, layout="keyed").seal(HID, 1, META, {"a": 1})
     assert blob[0] >> 4 == 1
+    assert BlobCodec(SECRET).seal(HID, 1, META, {"a": 1})[0] >> 4 == 3
 
 
 @pytest.mark.parametrize("seconds", [0, 2**32])

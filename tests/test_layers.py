@@ -3,7 +3,7 @@
 Every module of the package has a layer; a module may import only modules of its own
 layer or below (imports under ``if TYPE_CHECKING:`` are annotations, not imports, and
 are left out).  Framework and cache-client imports are pinned to the one module that
-adapts each, pickle to the blob codec, and there is no import cycle.
+adapts each, pickle to the codec's pickling module, and there is no import cycle.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ LAYERS: dict[str, int] = {
     "codec": 1,
     "codec.tagged": 1,
     "codec.inflate": 1,
+    "codec.pickling": 1,
+    "codec.packed": 1,
     "codec.blob": 1,
     "_cookie_header": 2,
     "cookies": 2,
@@ -67,7 +69,7 @@ LAYERS: dict[str, int] = {
 
 #: Third-party packages only one module may import.
 ONLY_IN = {
-    "pickle": {"codec.blob"},
+    "pickle": {"codec.pickling"},
     "bottle": {"bottle"},
     "flask": {"flask"},
     "pymemcache": {"cache.memcached"},

@@ -521,6 +521,25 @@ class TestLazyValues:
         assert cookie is not None and cookie.split(".")[1] == "d"
         assert dict(open_session(mw, cookie)) == {"small": 1}
 
+    def test_a_stored_session_is_tried_as_a_cookie_only_once_it_shrinks(self, web: Web) -> None:
+        """Far over the budget (stored bytes > 4x the cookie threshold), a save skips the
+        cookie attempt even when the data would compress into one; under it, it tries."""
+        mw = web.middleware(cookie_only_threshold=0)
+        s = open_session(mw)
+        s.update(a=1, filler="a" * 20_000)  # 20 KB that deflates to almost nothing
+        cookie = finish(s)
+        assert cookie is not None and cookie.split(".")[1] == "i"
+        mw = web.middleware()  # the default 4 KB budget: 20 KB stored is far over it
+        s = open_session(mw, cookie)
+        s["a"] = 2
+        cookie = finish(s)
+        assert cookie is not None and cookie.split(".")[1] == "i", "stayed server-side"
+        s = open_session(mw, cookie)
+        s["filler"] = "a" * 8_000  # 8 KB: under 4x the budget, so the cookie is tried
+        cookie = finish(s)
+        assert cookie is not None and cookie.split(".")[1] == "dz", "back into its cookie"
+        assert dict(open_session(mw, cookie)) == {"a": 2, "filler": "a" * 8_000}
+
     def test_value_the_allow_list_no_longer_accepts_is_dropped(
         self, web: Web, caplog: pytest.LogCaptureFixture
     ) -> None:

@@ -208,33 +208,45 @@ def test_encrypted_vector_layout() -> None:
 BLOB_META = BlobMeta(EXPIRES, ISSUED, ssl_only=True)
 BLOB_DATA: dict[str, Any] = {"user": 42, "cart": [1, 2], "name": "Ada"}
 BLOB_VECTORS = {
-    "pickle": (
+    # format 3: indexed keyed pickle (what the pickle serializer writes by default)
+    ("pickle", "indexed"): (
+        "3c0000064c82069cabf100064bf535b0f240000000030000002380059518000000000000008c0475736572"
+        "948c0463617274948c046e616d659487942e05000000140000001200000080054b2a2e8005950900000000"
+        "0000005d94284b014b02652e80059507000000000000008c03416461942e2425709c38ea1eccc0c6ff2156"
+        "a03abaf5c2eac09244fb7f78af4b5b8b7b1b6c"
+    ),
+    # format 1: keyed pickle (layout="keyed", what 0.1.0 reads and writes)
+    ("pickle", "keyed"): (
         "1c00064c82069cabf100064bf535b0f2408005954e000000000000007d94288c047573657294430580054b"
         "2a2e948c046361727494431480059509000000000000005d94284b014b02652e948c046e616d6594431280"
         "059507000000000000008c03416461942e94752efb219a7d2fcd5976a4bb3dd7b951c41c4e79e0574445ea"
         "2707c24fa3cc5aed4b"
     ),
-    "json": (
+    ("json", "indexed"): (
         "1500064c82069cabf100064bf535b0f2407b2275736572223a34322c2263617274223a5b312c325d2c226e"
         "616d65223a22416461227d98c1a9e4a128088d9f2db8d88a8be570752b617494c761866ac4929851eb70f0"
     ),
 }
 
 
-@pytest.mark.parametrize("serializer", ["pickle", "json"])
-def test_sealed_blob_vector(serializer: Any) -> None:
-    codec = BlobCodec(KEY, serializer=serializer)
-    blob = bytes.fromhex(BLOB_VECTORS[serializer])
+@pytest.mark.parametrize(("serializer", "layout"), list(BLOB_VECTORS))
+def test_sealed_blob_vector(serializer: Any, layout: Any) -> None:
+    codec = BlobCodec(KEY, serializer=serializer, layout=layout)
+    blob = bytes.fromhex(BLOB_VECTORS[serializer, layout])
     assert codec.seal(HID, 7, BLOB_META, BLOB_DATA) == blob
     assert codec.open(HID, 7, blob) == (BLOB_META, BLOB_DATA)
-    other = BlobCodec(KEY, serializer="json" if serializer == "pickle" else "pickle")
-    assert other.open(HID, 7, blob) == (BLOB_META, BLOB_DATA)  # the header says which
+    for other_serializer in ("pickle", "json"):
+        for other_layout in ("indexed", "keyed"):
+            other = BlobCodec(KEY, serializer=other_serializer, layout=other_layout)
+            assert other.open(HID, 7, blob) == (BLOB_META, BLOB_DATA)  # the header says which
 
 
-@pytest.mark.parametrize("serializer", ["pickle", "json"])
-def test_sealed_blob_vector_with_any_one_byte_changed_is_refused(serializer: Any) -> None:
-    codec = BlobCodec(KEY, serializer=serializer)
-    blob = bytes.fromhex(BLOB_VECTORS[serializer])
+@pytest.mark.parametrize(("serializer", "layout"), list(BLOB_VECTORS))
+def test_sealed_blob_vector_with_any_one_byte_changed_is_refused(
+    serializer: Any, layout: Any
+) -> None:
+    codec = BlobCodec(KEY, serializer=serializer, layout=layout)
+    blob = bytes.fromhex(BLOB_VECTORS[serializer, layout])
     for position in range(len(blob)):
         changed = bytearray(blob)
         changed[position] ^= 0x01

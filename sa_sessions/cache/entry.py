@@ -65,7 +65,8 @@ class Entry(NamedTuple):
     #: Row version (COPY, ROW_ONLY) or :class:`EndReason` value (ENDED).
     number: int
     stamp_us: int
-    blob: bytes | None
+    #: A view into the entry's bytes (no copy of a large blob).
+    blob: memoryview | None
 
 
 class EntryCodec:
@@ -76,19 +77,21 @@ class EntryCodec:
     def __init__(self, keys: KeyInput) -> None:
         self._ring = KeyRing(keys, TAG_PURPOSE)
 
-    def _tag(self, hashed_id: bytes, fields: bytes, blob_mac: bytes) -> bytes:
+    def _tag(self, hashed_id: bytes, fields: bytes, blob_mac: bytes | memoryview) -> bytes:
         return self._ring.sign(hashed_id, fields, blob_mac)
 
-    def _build(self, hashed_id: str, kind: Kind, number: int, stamp_us: int, blob: bytes) -> bytes:
+    def _build(
+        self, hashed_id: str, kind: Kind, number: int, stamp_us: int, blob: bytes | memoryview
+    ) -> bytes:
         fields = (
             bytes((kind,))
             + number.to_bytes(8, "big", signed=True)
             + stamp_us.to_bytes(8, "big", signed=True)
         )
         tag = self._tag(hashed_id.encode("ascii"), fields, blob[-_BLOB_MAC_SIZE:] if blob else b"")
-        return fields + tag + blob
+        return b"".join((fields, tag, blob))
 
-    def copy(self, hashed_id: str, version: int, stamp_us: int, blob: bytes) -> bytes:
+    def copy(self, hashed_id: str, version: int, stamp_us: int, blob: bytes | memoryview) -> bytes:
         """An entry holding the sealed ``blob`` of ``version``, known current at ``stamp_us``."""
         if len(blob) < _BLOB_MAC_SIZE:
             raise ValueError("a sealed blob ends with its 32-byte MAC")
@@ -108,7 +111,8 @@ class EntryCodec:
         if len(raw) < HEADER_SIZE:
             return None
         kind = raw[0]
-        blob = raw[HEADER_SIZE:]
+        blob = memoryview(raw)[HEADER_SIZE:]
+        blob_mac: bytes | memoryview
         if kind == Kind.COPY:
             if len(blob) < _BLOB_MAC_SIZE:
                 return None

@@ -73,7 +73,7 @@ class CachedCopy(NamedTuple):
 
     version: int
     stamp_us: int
-    blob: bytes | None
+    blob: bytes | memoryview | None
     token: Token
 
 
@@ -173,7 +173,9 @@ class SessionCache:
 
     # ------------------------------------------------------------------ writing
 
-    def _value(self, hashed_id: str, version: int, blob: bytes, stamp_us: int) -> bytes:
+    def _value(
+        self, hashed_id: str, version: int, blob: bytes | memoryview, stamp_us: int
+    ) -> bytes:
         value = self.entries.copy(hashed_id, version, stamp_us, blob)
         if len(value) > self.max_value_bytes:
             return self.entries.row_only(hashed_id, version, stamp_us)

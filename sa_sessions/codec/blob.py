@@ -3,68 +3,78 @@
 Layout (all integers big-endian)::
 
     offset  size  field
-    0       1     header: high nibble = format version (1 or 2); low nibble = flags
+    0       1     header: high nibble = format version (1, 2 or 3); low nibble = flags
                   0x01 payload is tagged JSON (else pickle protocol 5)
-                  0x02 payload is zlib-compressed
+                  0x02 payload is zlib-compressed (formats 1 and 2 only)
                   0x04 ssl_only
-                  0x08 keyed pickle: the payload pickles {key: pickle of the value}
-                       (never with 0x01)
-    format 2 only:
+                  0x08 keyed pickle: every value is pickled on its own (never with 0x01)
+    formats 2 and 3:
     1       1     session flags: 0x01 pinned (kept server-side even when small)
                                  0x02 an idle timeout of its own follows the times
     then    8     expires_at, signed microseconds since the Unix epoch (UTC)
             8     touched_at, same encoding
-            4     idle timeout in seconds (format 2 with session flag 0x02 only)
+            4     idle timeout in seconds (session flag 0x02 only)
             n     payload
     end-32  32    HMAC-SHA256(blob key, LABEL || hashed_id (64 ASCII) || version (8, signed)
                                         || every byte before the MAC)
 
-Format 1 (17 header bytes) is written whenever a session has no session flags, so
-older releases keep reading what newer ones write; format 2 only when it must.
+Payloads:
 
-The MAC binds the blob to its row and version, so a blob copied from another row or replayed at
-another version fails; it is checked in constant time before anything is decompressed or
-deserialized, so write access to the database or the cache cannot plant a payload or swap
-another session's blob. Pickle is then loaded only through an exact ``(module, name)``
-allow-list, and values are checked against that same allow-list while pickling, so nothing
-is stored that loading would refuse. The MAC, not the allow-list, is what keeps untrusted
-bytes away from the unpickler: with a leaked key an attacker still cannot run code, but can make
-the unpickler allocate memory. This is the only module of the package that imports pickle.
+* format 3, keyed (what the pickle serializer writes): an *indexed* payload, see
+  :mod:`sa_sessions.codec.packed`: the key tuple, the stored length of each value, then
+  the values, each its own pickle, compressed on its own when large.  Opening decodes
+  only the index; a request that reads one key unpickles (and inflates) only that key,
+  and a save copies the stored bytes of every key the request left alone.
+* formats 1 and 2, keyed: a pickle of ``{key: pickle of the value}``, the whole payload
+  optionally compressed.  Read, and written only with ``layout="keyed"`` (for a rolling
+  upgrade from 0.1.0, which reads format 1 only).
+* formats 1 and 2, not keyed: tagged JSON (the ``json`` serializer) or, in blobs from
+  older releases, one plain pickle of the whole dict.
 
-Keyed pickles (what :meth:`BlobCodec.seal` writes with the pickle serializer) pickle every
-value on its own, so a request that reads one key of a large session unpickles only that key
-(:meth:`BlobCodec.open_lazy` returns :class:`Packed` values), and a save reuses the stored
-bytes of every key the request never touched.  The MAC still covers the whole payload.
+The MAC binds the blob to its row and version, so a blob copied from another row or
+replayed at another version fails; it is checked in constant time before anything is
+decompressed or deserialized, so write access to the database or the cache cannot plant
+a payload or swap another session's blob.  Pickle is then loaded only through the exact
+allow-list of :mod:`sa_sessions.codec.pickling`, and values are checked against that same
+allow-list while pickling, so nothing is stored that loading would refuse.  The MAC, not
+the allow-list, is what keeps untrusted bytes away from the unpickler: with a leaked key
+an attacker still cannot run code, but can make the unpickler allocate memory.
 """
 
 from __future__ import annotations
 
-import copyreg
-import io
 import logging
-import pickle
-import sys
 import zlib
+from array import array
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
 from datetime import datetime
-from datetime import time
 from datetime import timedelta
-from datetime import timezone
-from decimal import Decimal
+from itertools import compress
+from itertools import count
+from itertools import repeat
+from operator import is_not
 from typing import Any
 from typing import ClassVar
 from typing import Final
 from typing import Literal
-from uuid import UUID
 
-from sa_sessions._clock import UTC
 from sa_sessions._clock import from_micros
 from sa_sessions._clock import to_micros
 from sa_sessions.codec import tagged
 from sa_sessions.codec.inflate import inflate
+from sa_sessions.codec.packed import COMPRESSED
+from sa_sessions.codec.packed import Packed
+from sa_sessions.codec.packed import index_header
+from sa_sessions.codec.packed import is_compressed
+from sa_sessions.codec.packed import lengths_array
+from sa_sessions.codec.packed import unpacked
+from sa_sessions.codec.pickling import DEFAULT_PICKLE_ALLOWLIST
+from sa_sessions.codec.pickling import PickleRules
+from sa_sessions.codec.pickling import Sink
+from sa_sessions.codec.pickling import dumps_plain
+from sa_sessions.codec.pickling import type_name
 from sa_sessions.exceptions import CodecError
 from sa_sessions.exceptions import SessionConfigError
 from sa_sessions.exceptions import SessionTooLarge
@@ -72,18 +82,31 @@ from sa_sessions.ids import is_hashed_id
 from sa_sessions.signing import KeyInput
 from sa_sessions.signing import KeyRing
 
-__all__ = ["DEFAULT_PICKLE_ALLOWLIST", "BlobCodec", "BlobMeta", "Packed", "Serializer", "unpacked"]
+__all__ = [
+    "DEFAULT_PICKLE_ALLOWLIST",
+    "BlobCodec",
+    "BlobMeta",
+    "Layout",
+    "Packed",
+    "Serializer",
+    "unpacked",
+]
 
 _log = logging.getLogger(__name__)
 _security_log = logging.getLogger("sa_sessions.security")
 
 Serializer = Literal["pickle", "json"]
+#: How pickled sessions are laid out: ``indexed`` (format 3) or ``keyed`` (formats 1-2).
+Layout = Literal["indexed", "keyed"]
 
 #: Purpose string of the key derived for blob MACs (see :class:`sa_sessions.signing.KeyRing`).
 MAC_PURPOSE: Final = "sa_sessions.blob-mac"
 FORMAT_VERSION: Final = 1
 #: The format with a session-flags byte (pinned, own idle timeout).
 FORMAT_WITH_FLAGS: Final = 2
+#: Format 2's header with an indexed payload.
+FORMAT_INDEXED: Final = 3
+_FORMATS: Final = frozenset({FORMAT_VERSION, FORMAT_WITH_FLAGS, FORMAT_INDEXED})
 SESSION_PINNED: Final = 0x01
 SESSION_IDLE: Final = 0x02
 _SESSION_FLAG_MASK: Final = SESSION_PINNED | SESSION_IDLE
@@ -97,35 +120,11 @@ HEADER_SIZE: Final = 17
 MAC_SIZE: Final = 32
 
 _FLAG_MASK: Final = FLAG_JSON | FLAG_ZLIB | FLAG_SSL_ONLY | FLAG_KEYED
+_PAYLOAD_FLAGS: Final = FLAG_JSON | FLAG_ZLIB | FLAG_KEYED
 _MIN_BLOB: Final = HEADER_SIZE + MAC_SIZE
 _MAC_LABEL: Final = b"sa_sessions.blob.v1\x00"
 _STR_ONLY: Final = frozenset({str})
 _BYTES_ONLY: Final = frozenset({bytes})
-_PICKLE_PROTOCOL: Final = 5
-_PICKLE_MAGIC: Final = b"\x80\x05"
-
-# Globals that protocol-5 pickles of the default types reference (checked with pickletools):
-# tz-aware datetime/time also need timezone and timedelta; UUID needs only UUID (its state holds
-# is_safe as an int); set, frozenset and bytearray have opcodes of their own and need none.
-_DEFAULT_GLOBALS: Final[Mapping[tuple[str, str], type]] = {
-    ("datetime", "datetime"): datetime,
-    ("datetime", "date"): date,
-    ("datetime", "time"): time,
-    ("datetime", "timedelta"): timedelta,
-    ("datetime", "timezone"): timezone,
-    ("decimal", "Decimal"): Decimal,
-    ("uuid", "UUID"): UUID,
-    ("builtins", "complex"): complex,
-}
-
-#: Exact ``(module, qualname)`` pairs the restricted unpickler resolves by default.
-DEFAULT_PICKLE_ALLOWLIST: frozenset[tuple[str, str]] = frozenset(_DEFAULT_GLOBALS)
-
-# Instances of these exact types pickle without help (containers are walked by the pickler).
-_PICKLE_DATA: Final = frozenset(
-    {type(None), bool, int, float, complex, str, bytes, bytearray, dict, list, tuple, set,
-     frozenset, date, timedelta, timezone, Decimal, UUID}
-)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,230 +140,12 @@ class BlobMeta:
     idle_timeout: timedelta | None = None
 
 
-class Packed:
-    """A session value still in its stored form, unpickled on first use.
-
-    Made only by :meth:`BlobCodec.open_lazy`, after the blob's MAC checked out.
-    :meth:`BlobCodec.seal` writes a Packed value's bytes back unchanged, so a key
-    the request never read costs neither unpickling nor pickling.
-    """
-
-    __slots__ = ("_codec", "raw")
-
-    def __init__(self, codec: BlobCodec, raw: bytes) -> None:
-        self._codec = codec
-        self.raw = raw
-
-    def value(self) -> Any:
-        """The value (a new object on every call).
-
-        :raises CodecError: the bytes are authentic but cannot be decoded (an
-            allow-list or code change since they were written, or a leaked key).
-        """
-        return self._codec._unpickle_value(self.raw)
-
-    def __repr__(self) -> str:
-        return f"<Packed {len(self.raw)} bytes>"
-
-
-def unpacked(data: Mapping[str, Any]) -> dict[str, Any]:
-    """``data`` with every :class:`Packed` value decoded (a new dict; CodecError on failure)."""
-    return {key: value.value() if type(value) is Packed else value for key, value in data.items()}
-
-
-def _type_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _class_key(cls: object) -> tuple[str, str]:
-    """The allow-list entry for an application class; refuse anything pickle cannot name."""
-    if not isinstance(cls, type) or issubclass(cls, type):
-        raise SessionConfigError(f"pickle_classes entries must be plain classes, not {cls!r}")
-    module, name = cls.__module__, cls.__qualname__
-    if not module or not name or "<" in module or "." in name or "<" in name:
-        raise SessionConfigError(
-            f"{module}.{name}: only module-level classes can be allowed (no nested/local classes)"
-        )
-    if getattr(sys.modules.get(module), name, None) is not cls:
-        raise SessionConfigError(f"{module}.{name} is not importable under that name")
-    return module, name
-
-
 def _mac_prefix(hashed_id: str, version: int) -> bytes:
     if type(hashed_id) is not str or not is_hashed_id(hashed_id):
         raise ValueError("hashed_id must be 64 lowercase hex characters")
     if type(version) is not int or not -(2**63) <= version < 2**63:
         raise ValueError("version must be an int that fits in 8 signed bytes")
     return _MAC_LABEL + hashed_id.encode("ascii") + version.to_bytes(8, "big", signed=True)
-
-
-class _Sink:
-    """File-like target for the pickler that stops as soon as the size cap is passed."""
-
-    __slots__ = ("limit", "parts", "size")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.count(len(data))
-        self.parts.append(bytes(data))
-        return len(data)
-
-    def count(self, size: int) -> None:
-        """Add ``size`` bytes to the running total; SessionTooLarge past the limit."""
-        total = self.size + size
-        if total > self.limit:
-            raise SessionTooLarge(total, self.limit, "session")
-        self.size = total
-
-    def take(self) -> bytes:
-        """The bytes written since the last take (one value's pickle)."""
-        parts = self.parts
-        raw = parts[0] if len(parts) == 1 else b"".join(parts)
-        parts.clear()
-        return raw
-
-
-class _CheckingPickler(pickle.Pickler):
-    """Refuses, before writing it, any value the restricted unpickler would refuse."""
-
-    def __init__(self, sink: _Sink, classes: frozenset[type], registered: frozenset[type]) -> None:
-        super().__init__(sink, protocol=_PICKLE_PROTOCOL)
-        self._classes = classes
-        self._registered = registered
-
-    def reducer_override(self, obj: Any) -> Any:
-        # The C pickler handles exact str/int/float/bytes/dict/list/tuple/set/... without
-        # calling this; everything else (and every class it would name) comes through here.
-        cls = type(obj)
-        if cls in _PICKLE_DATA:
-            return NotImplemented
-        if cls is datetime:
-            return _reduce_datetime(obj)
-        if cls is time:
-            if obj.tzinfo is None or type(obj.tzinfo) is timezone:
-                return NotImplemented
-            raise TypeError(f"cannot store a time with a {_type_name(type(obj.tzinfo))} tzinfo")
-        if isinstance(obj, type) and obj in self._classes:
-            return NotImplemented
-        if cls in self._registered:
-            return _reduce_registered(obj, cls)
-        raise TypeError(
-            f"cannot store a value of type {_type_name(cls)} in a pickled session "
-            "(allow plain module-level classes with SessionStore(pickle_classes=[...]))"
-        )
-
-
-def _reduce_datetime(value: datetime) -> Any:
-    """zoneinfo (and other tzinfo) datetimes pickle via builtins.getattr: store them as UTC."""
-    tzinfo = value.tzinfo
-    if tzinfo is None or type(tzinfo) is timezone:
-        return NotImplemented
-    if value.utcoffset() is None:
-        raise TypeError(f"cannot store a datetime whose {_type_name(type(tzinfo))} has no offset")
-    try:
-        return value.astimezone(UTC).__reduce_ex__(_PICKLE_PROTOCOL)
-    except (OverflowError, ValueError) as exc:
-        raise TypeError("cannot normalise this datetime to UTC") from exc
-
-
-def _reduce_registered(value: Any, cls: type) -> Any:
-    """Plain instances only: a custom __reduce__ could name globals outside the allow-list."""
-    reduced = value.__reduce_ex__(_PICKLE_PROTOCOL)
-    if (
-        type(reduced) is tuple
-        and len(reduced) >= 2
-        and reduced[0] in (copyreg.__newobj__, copyreg.__newobj_ex__)  # type: ignore[attr-defined]
-        and reduced[1][:1] == (cls,)
-    ):
-        return reduced
-    raise TypeError(f"{_type_name(cls)} customises pickling; only plain classes can be stored")
-
-
-#: ``Py_TPFLAGS_IMMUTABLETYPE``: a type whose attributes cannot be set (built-in and
-#: extension types such as datetime or Decimal).
-_IMMUTABLE_TYPE = 1 << 8
-
-
-def _immutable(cls: type) -> bool:
-    return bool(cls.__flags__ & _IMMUTABLE_TYPE)
-
-
-class _NeedsGuard(Exception):
-    """Internal: the pickle names a class whose attributes can be set; load it guarded."""
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only exact allow-listed ``(module, name)`` pairs, never dotted names.
-
-    A dotted name would let protocol 4+ pickles walk attributes (``module.sub.func``)
-    out of an allowed module.  This C unpickler resolves only immutable types (datetime,
-    Decimal, ...): a pickle naming a class defined in Python (``uuid.UUID``, the
-    application's ``pickle_classes``) is loaded again by :class:`_GuardedUnpickler`,
-    which refuses to set attributes on a class.
-
-    Subclassed once per codec with its allow-list as a class attribute (see
-    :func:`_unpicklers_for`), so building one per value stays in C: a keyed pickle
-    builds one per value read.
-    """
-
-    allowed: ClassVar[Mapping[tuple[str, str], type]] = {}
-
-    def find_class(self, module_name: str, global_name: str, /) -> Any:
-        if "." not in global_name:
-            found = self.allowed.get((module_name, global_name))
-            if found is not None:
-                if not _immutable(found):
-                    raise _NeedsGuard
-                return found
-        raise pickle.UnpicklingError(
-            f"global {module_name[:100]!r} {global_name[:100]!r} is not in the allow-list"
-        )
-
-
-class _GuardedUnpickler(pickle._Unpickler):
-    """The same allow-list on the pure-Python unpickler, which lets BUILD be checked.
-
-    BUILD sets the state of the object below it on the stack; aimed at a class instead
-    of an instance, it would set that class's attributes for the whole process (a
-    forged blob, with a leaked key, changing a default such as ``is_admin``).  The
-    Python unpickler (``pickle._Unpickler``, the standard library's reference
-    implementation) is slower, so only pickles that name a class defined in Python
-    take this path.
-    """
-
-    allowed: ClassVar[Mapping[tuple[str, str], type]] = {}
-    dispatch: ClassVar[dict[int, Any]] = dict(pickle._Unpickler.dispatch)
-
-    def find_class(self, module_name: str, global_name: str, /) -> Any:
-        if "." not in global_name:
-            found = self.allowed.get((module_name, global_name))
-            if found is not None:
-                return found
-        raise pickle.UnpicklingError(
-            f"global {module_name[:100]!r} {global_name[:100]!r} is not in the allow-list"
-        )
-
-    def load_build(self) -> None:
-        stack: list[Any] = self.stack  # type: ignore[attr-defined]
-        if isinstance(stack[-2], type):
-            raise pickle.UnpicklingError("a pickle may not set the attributes of a class")
-        pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
-
-    dispatch[pickle.BUILD[0]] = load_build
-
-
-def _unpicklers_for(
-    allowed: Mapping[tuple[str, str], type],
-) -> tuple[type[_RestrictedUnpickler], type[_GuardedUnpickler]]:
-    """The fast and the guarded unpickler classes bound to one allow-list."""
-    return (
-        type("_BoundUnpickler", (_RestrictedUnpickler,), {"allowed": allowed}),
-        type("_BoundGuardedUnpickler", (_GuardedUnpickler,), {"allowed": allowed}),
-    )
 
 
 class BlobCodec:
@@ -377,22 +158,13 @@ class BlobCodec:
 
     #: Cap on the serialized payload before compression, and on the stored blob.
     default_max_bytes: ClassVar[int] = 4 * 1024 * 1024
-    #: Payloads up to this size are never compressed: below it, inflating on every
-    #: cache hit costs more than the bytes saved on loopback memcached and the row.
+    #: A value (or, in formats 1-2 and JSON, a payload) is compressed only above this
+    #: size: below it, inflating on every read costs more than the bytes saved.
     compress_threshold: ClassVar[int] = 32 * 1024
     #: zlib level used when compressing: level 1 costs a third of level 6 for ~5 % more bytes.
     compress_level: ClassVar[int] = 1
 
-    __slots__ = (
-        "_classes",
-        "_globals",
-        "_guarded",
-        "_registered",
-        "_ring",
-        "_unpickler",
-        "max_bytes",
-        "serializer",
-    )
+    __slots__ = ("_ring", "_rules", "layout", "max_bytes", "serializer")
 
     def __init__(
         self,
@@ -401,30 +173,27 @@ class BlobCodec:
         serializer: Serializer = "pickle",
         max_bytes: int | None = None,
         allowed_classes: Iterable[type] = (),
+        layout: Layout = "indexed",
     ) -> None:
         self._ring = keys if isinstance(keys, KeyRing) else KeyRing(keys, purpose=MAC_PURPOSE)
         if serializer not in ("pickle", "json"):
             raise SessionConfigError(f"serializer must be 'pickle' or 'json', not {serializer!r}")
+        if layout not in ("indexed", "keyed"):
+            raise SessionConfigError(f"layout must be 'indexed' or 'keyed', not {layout!r}")
         if max_bytes is None:
             max_bytes = self.default_max_bytes
         if type(max_bytes) is not int or max_bytes < 1:
             raise SessionConfigError("max_bytes must be a positive int")
         self.serializer: Serializer = serializer
+        self.layout: Layout = layout
         self.max_bytes: int = max_bytes
-        allowed = dict(_DEFAULT_GLOBALS)
-        registered: set[type] = set()
-        for cls in allowed_classes:
-            key = _class_key(cls)
-            if allowed.setdefault(key, cls) is not cls:
-                raise SessionConfigError(f"{key[0]}.{key[1]} clashes with another allowed class")
-            registered.add(cls)
-        self._globals: Mapping[tuple[str, str], type] = allowed
-        self._unpickler, self._guarded = _unpicklers_for(allowed)
-        self._classes = frozenset(allowed.values())
-        self._registered = frozenset(registered)
+        self._rules = PickleRules(allowed_classes)
 
     def __repr__(self) -> str:
-        return f"BlobCodec(serializer={self.serializer!r}, max_bytes={self.max_bytes})"
+        return (
+            f"BlobCodec(serializer={self.serializer!r}, layout={self.layout!r}, "
+            f"max_bytes={self.max_bytes})"
+        )
 
     # ----------------------------------------------------------------------- sealing
 
@@ -438,10 +207,19 @@ class BlobCodec:
         times = to_micros(meta.expires_at).to_bytes(8, "big", signed=True) + to_micros(
             meta.touched_at
         ).to_bytes(8, "big", signed=True)
-        payload, flags = self._serialize(data)
+        if type(data) is not dict:
+            data = dict(data)
+        if not _STR_ONLY.issuperset(map(type, data)):
+            bad = next(key for key in data if type(key) is not str)
+            raise TypeError(f"session keys must be str, not {type_name(type(bad))}")
+        indexed = self.serializer == "pickle" and self.layout == "indexed"
+        if indexed:
+            payload, flags = self._indexed(data), FLAG_KEYED
+        else:
+            payload, flags = self._whole(data)
         if len(payload) > self.max_bytes:
             raise SessionTooLarge(len(payload), self.max_bytes, "session")
-        if len(payload) > self.compress_threshold:
+        if not indexed and len(payload) > self.compress_threshold:
             packed = zlib.compress(payload, self.compress_level)
             if len(packed) < len(payload):
                 payload = packed
@@ -456,7 +234,9 @@ class BlobCodec:
                 raise ValueError("idle_timeout must be between 1 second and 2**32 - 1 seconds")
             session_flags |= SESSION_IDLE
             extra = seconds.to_bytes(4, "big")
-        if session_flags:
+        if indexed:
+            head = bytes(((FORMAT_INDEXED << 4) | flags, session_flags))
+        elif session_flags:
             head = bytes(((FORMAT_WITH_FLAGS << 4) | flags, session_flags))
         else:
             head = bytes(((FORMAT_VERSION << 4) | flags,))
@@ -466,38 +246,83 @@ class BlobCodec:
             raise SessionTooLarge(len(blob), self.max_bytes, "session")
         return blob
 
-    def _serialize(self, data: Mapping[str, Any]) -> tuple[bytes, int]:
-        if type(data) is not dict:
-            data = dict(data)
-        if not _STR_ONLY.issuperset(map(type, data)):
-            bad = next(key for key in data if type(key) is not str)
-            raise TypeError(f"session keys must be str, not {_type_name(type(bad))}")
+    def _whole(self, data: dict[str, Any]) -> tuple[bytes, int]:
+        """A format 1-2 payload: tagged JSON, or a keyed pickle (``{key: pickle}``)."""
         if self.serializer == "json":
             return tagged.dumps(unpacked(data)), FLAG_JSON
-        sink = _Sink(self.max_bytes)
-        pickler = _CheckingPickler(sink, self._classes, self._registered)
-        entries: dict[str, bytes] = {}
-        try:
-            for key, value in data.items():
-                if type(value) is Packed:
-                    if value._codec is self:
-                        sink.count(len(value.raw))  # stored bytes, reused as they are
-                        entries[key] = value.raw
-                        continue
-                    value = value.value()  # another store's bytes: its rules, not ours
-                pickler.clear_memo()  # every value must unpickle on its own
-                pickler.dump(value)
-                entries[key] = sink.take()
-        except RecursionError as exc:
-            raise TypeError("session data is nested too deeply (or cyclic) to pickle") from exc
-        except pickle.PicklingError as exc:
-            raise TypeError(f"cannot pickle session data: {exc}") from exc
+        dump = self._dumper(Sink(self.max_bytes))
+        entries = {key: bytes(dump(key, value, compress=False)) for key, value in data.items()}
         # Only str keys and bytes values: the plain pickler cannot be fooled here.
-        return pickle.dumps(entries, protocol=_PICKLE_PROTOCOL), FLAG_KEYED
+        return dumps_plain(entries), FLAG_KEYED
+
+    def _indexed(self, data: dict[str, Any]) -> bytes:
+        """A format 3 payload (see :mod:`sa_sessions.codec.packed`)."""
+        keys = tuple(data)
+        values = list(data.values())
+        dump = self._dumper(Sink(self.max_bytes))
+        base = next((value for value in values if type(value) is Packed), None)
+        reused = None
+        if base is not None and base.codec is self:
+            reused = self._reuse(base, keys, values, dump)
+        if reused is None:
+            parts = [dump(key, value, compress=True) for key, value in data.items()]
+            lengths = lengths_array(map(len, parts))
+        else:
+            parts, lengths = reused
+        head = index_header(dumps_plain(keys), len(keys), lengths)
+        return b"".join((head, *parts))
+
+    def _reuse(
+        self, base: Packed, keys: tuple[str, ...], values: list[Any], dump: _Dump
+    ) -> tuple[list[bytes | memoryview], array[int]] | None:
+        """Value parts and lengths when ``keys`` begin with ``base``'s keys, in order.
+
+        The usual save (a few keys of a loaded session changed, some added): the
+        unchanged values are copied as whole runs of ``base``'s stored bytes and only
+        the changed ones are pickled, so the cost follows the change, not the session.
+        None when keys were deleted or reordered, or most values changed.
+        """
+        stored = base.keys
+        kept = len(stored)
+        if keys[:kept] != stored:
+            return None
+        changed = list(compress(count(), map(is_not, values, repeat(base))))
+        if len(changed) > kept // 2 + 8:
+            return None
+        view = base.values_view()
+        spans = base.spans()
+        lengths = lengths_array(base.lengths())
+        dump.sink.count(len(view))
+        parts: list[bytes | memoryview] = []
+        run_start: int | None = 0
+        for position in changed:
+            key = keys[position]
+            if position < kept:
+                start, end = spans[key]
+                dump.sink.count(start - end)  # the old bytes of this key leave
+                parts.append(view[run_start:start])
+                run_start = end
+                raw = dump(key, values[position], compress=True)
+                lengths[position] = len(raw)
+            else:
+                if run_start is not None:  # the first appended key: base ends here
+                    parts.append(view[run_start:])
+                    run_start = None
+                raw = dump(key, values[position], compress=True)
+                lengths.append(len(raw))
+            parts.append(raw)
+        if run_start is not None:
+            parts.append(view[run_start:])
+        return parts, lengths
+
+    def _dumper(self, sink: Sink) -> _Dump:
+        return _Dump(self, sink)
 
     # ----------------------------------------------------------------------- opening
 
-    def open(self, hashed_id: str, version: int, blob: bytes) -> tuple[BlobMeta, dict[str, Any]]:
+    def open(
+        self, hashed_id: str, version: int, blob: bytes | memoryview
+    ) -> tuple[BlobMeta, dict[str, Any]]:
         """Verify the MAC, then decode every value.
 
         :raises CodecError: anything wrong with ``blob`` (tampered, foreign, truncated, oversized,
@@ -511,16 +336,19 @@ class BlobCodec:
             raise
 
     def open_lazy(
-        self, hashed_id: str, version: int, blob: bytes
+        self, hashed_id: str, version: int, blob: bytes | memoryview
     ) -> tuple[BlobMeta, dict[str, Any]]:
         """Like :meth:`open`, but the values of a keyed pickle stay :class:`Packed`.
 
         Everything but the values is checked here: MAC, format, and that the payload
-        is a dict of str keys (and, keyed, of bytes values).  A value that cannot be
-        decoded raises CodecError when its :meth:`Packed.value` is called.
+        describes a dict of unique str keys.  A value that cannot be decoded raises
+        CodecError when :meth:`Packed.value` is called for it.
         """
         prefix = _mac_prefix(hashed_id, version)
-        if type(blob) is not bytes:
+        if type(blob) is memoryview:  # a view into a cache entry: read in place
+            if blob.format != "B" or not blob.c_contiguous:
+                blob = blob.tobytes()
+        elif type(blob) is not bytes:
             try:
                 blob = bytes(blob)
             except Exception as exc:
@@ -531,20 +359,26 @@ class BlobCodec:
         if size > self.max_bytes:
             raise CodecError(f"session blob is {size} bytes, over the limit of {self.max_bytes}")
         header = blob[0]
+        form = header >> 4
         if (
-            header >> 4 not in (FORMAT_VERSION, FORMAT_WITH_FLAGS)
+            form not in _FORMATS
             or header & 0x0F & ~_FLAG_MASK
             or header & (FLAG_JSON | FLAG_KEYED) == FLAG_JSON | FLAG_KEYED
-            or (header >> 4 == FORMAT_WITH_FLAGS and blob[1] & ~_SESSION_FLAG_MASK)
+            or (form != FORMAT_VERSION and blob[1] & ~_SESSION_FLAG_MASK)
+            or (
+                form == FORMAT_INDEXED
+                and header & (FLAG_JSON | FLAG_ZLIB | FLAG_KEYED) != FLAG_KEYED
+            )
         ):
             raise CodecError("unknown session blob format")
-        key_index = self._ring.verify(prefix, blob[-MAC_SIZE:], memoryview(blob)[:-MAC_SIZE])
+        view = memoryview(blob)
+        key_index = self._ring.verify(prefix, bytes(view[-MAC_SIZE:]), view[:-MAC_SIZE])
         if key_index is None:
             raise CodecError("session blob failed authentication")
         if key_index:
             _log.debug("session blob verified with fallback key #%d", key_index)
         try:
-            return self._decode(header, blob)
+            return self._decode(header, view)
         except Exception as exc:  # UnpicklingError, MemoryError, RecursionError, EOFError, ...
             # Authentic but undecodable: a leaked key, or an allow-list/code change.
             _security_log.error(
@@ -556,9 +390,10 @@ class BlobCodec:
                 raise
             raise CodecError(f"cannot decode session blob ({type(exc).__name__})") from exc
 
-    def _decode(self, header: int, blob: bytes) -> tuple[BlobMeta, dict[str, Any]]:
+    def _decode(self, header: int, blob: memoryview) -> tuple[BlobMeta, dict[str, Any]]:
+        form = header >> 4
         at, session_flags, idle = 1, 0, None
-        if header >> 4 == FORMAT_WITH_FLAGS:
+        if form != FORMAT_VERSION:
             at, session_flags = 2, blob[1]
         times_end = at + 16
         if session_flags & SESSION_IDLE:
@@ -573,40 +408,66 @@ class BlobCodec:
             bool(session_flags & SESSION_PINNED),
             idle,
         )
-        payload = blob[times_end:-MAC_SIZE]
+        if form == FORMAT_INDEXED:
+            packed = Packed.from_payload(self, blob[times_end:-MAC_SIZE], self._rules.loads)
+            if not _STR_ONLY.issuperset(map(type, packed.keys)):
+                raise CodecError("session blob does not hold a dict with str keys")
+            data = dict.fromkeys(packed.keys, packed)
+            if len(data) != len(packed):
+                raise CodecError("session blob repeats a key")
+            return meta, data
+        payload = blob[times_end:-MAC_SIZE].tobytes()  # formats 1-2: decoded whole anyway
         if header & FLAG_ZLIB:
             payload = inflate(payload, self.max_bytes)  # its CodecError says what is wrong
         if header & FLAG_JSON:
-            data = tagged.loads(payload, max_bytes=self.max_bytes)
+            whole = tagged.loads(payload, max_bytes=self.max_bytes)
         else:
-            data = self._unpickle(payload)
-        if type(data) is not dict or not _STR_ONLY.issuperset(map(type, data)):
+            whole = self._rules.loads(payload)
+        if type(whole) is not dict or not _STR_ONLY.issuperset(map(type, whole)):
             raise CodecError("session blob does not hold a dict with str keys")
         if header & FLAG_KEYED:
-            if not _BYTES_ONLY.issuperset(map(type, data.values())):
+            if not _BYTES_ONLY.issuperset(map(type, whole.values())):
                 raise CodecError("keyed session blob holds a value that is not bytes")
-            data = {key: Packed(self, raw) for key, raw in data.items()}
-        return meta, data
+            packed = Packed.from_mapping(self, whole)
+            return meta, dict.fromkeys(packed.keys, packed)
+        return meta, whole
 
-    def _unpickle_value(self, raw: bytes) -> Any:
-        """One value of a keyed pickle; every failure (a MemoryError or RecursionError
-        from crafted bytes included) is a CodecError."""
+    def decode_value(self, raw: bytes | memoryview) -> Any:
+        """One stored value; every failure (a MemoryError or RecursionError from crafted
+        bytes included) is a CodecError."""
         try:
-            return self._unpickle(raw)
+            if is_compressed(raw):
+                return self._rules.loads(inflate(bytes(raw[1:]), self.max_bytes))
+            return self._rules.loads(raw)
         except CodecError:
             raise
         except Exception as exc:  # UnpicklingError, MemoryError, RecursionError, EOFError, ...
             raise CodecError(f"cannot decode a session value ({type(exc).__name__})") from exc
 
-    def _unpickle(self, payload: bytes) -> Any:
-        if payload[:2] != _PICKLE_MAGIC:
-            raise CodecError("session blob payload is not a protocol 5 pickle")
-        stream = io.BytesIO(payload)
-        try:
-            data = self._unpickler(stream, fix_imports=False).load()
-        except _NeedsGuard:
-            stream = io.BytesIO(payload)
-            data = self._guarded(stream, fix_imports=False).load()
-        if stream.tell() != len(payload):  # pickle.load ignores bytes after STOP
-            raise CodecError("session blob payload has trailing bytes")
-        return data
+
+class _Dump:
+    """Stores one value at a time for :meth:`BlobCodec.seal`, counting against the cap."""
+
+    __slots__ = ("_codec", "_pickler", "sink")
+
+    def __init__(self, codec: BlobCodec, sink: Sink) -> None:
+        self._codec = codec
+        self.sink = sink
+        self._pickler = codec._rules.value_pickler(sink)
+
+    def __call__(self, key: str, value: Any, *, compress: bool) -> bytes | memoryview:
+        """The stored bytes of ``value`` (``compress``: a large one may be compressed)."""
+        codec = self._codec
+        if type(value) is Packed:
+            if value.codec is codec:
+                stored = value.raw(key)
+                if compress or not is_compressed(stored):
+                    self.sink.count(len(stored))  # stored bytes, reused as they are
+                    return stored
+            value = value.value(key)  # another store's bytes: its rules, not ours
+        raw = self._pickler.dumps(value)
+        if compress and len(raw) > codec.compress_threshold:
+            squeezed = COMPRESSED + zlib.compress(raw, codec.compress_level)
+            if len(squeezed) < len(raw):
+                return squeezed
+        return raw
