@@ -1,7 +1,8 @@
-"""sa_sessions: fast, safe sessions for Bottle and any WSGI application.
+"""sa_sessions: fast, safe sessions for Bottle, Flask and any WSGI application.
 
 Small sessions live in one signed cookie; larger ones in one sealed blob per
-row of your own SQLAlchemy model, read through memcached.  See the README.
+row of your own SQLAlchemy model, read through memcached or Redis.  The framework
+adapters are :mod:`sa_sessions.bottle` and :mod:`sa_sessions.flask`.
 """
 
 from __future__ import annotations

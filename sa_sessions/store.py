@@ -416,7 +416,9 @@ class SessionStore(Generic[M]):
                             session_id, hashed, seen.version, seen.blob, "cache", lazy, seen
                         )
                         if record is not None:
-                            return self._unless_expired(replace(record, cache_only=cache_only), now)
+                            if cache_only:
+                                record = replace(record, cache_only=True)
+                            return self._unless_expired(record, now)
                 else:
                     checked = self._revalidate(session_id, hashed, seen, lazy)
                     if checked is not None:
