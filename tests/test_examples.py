@@ -34,6 +34,7 @@ from sqlalchemy import select as sql_select
 
 from sa_sessions import SessionStore
 from sa_sessions.bottle import SessionPlugin
+from sa_sessions.ids import hash_session_id
 
 from .conftest import EXAMPLES
 from .conftest import SECRET
@@ -64,6 +65,11 @@ def _no_demo_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 # --------------------------------------------------------------------------- main()s
 
 SCRIPTS = {
+    "audit_hooks": [
+        "laptop GET /logout-others   logged out 1 other session(s)",
+        "phone  GET /                visit 1",
+        "laptop GET /logout          signed out",
+    ],
     "existing_base": [
         "alice has 2 active sessions",
         "purged expired: 1",
@@ -108,6 +114,47 @@ def test_example_main(
     for expected in SCRIPTS[name]:
         assert expected in out
     assert list(tmp_path.glob("*.sqlite3")), "the example keeps its database in the cwd"
+
+
+@pytest.mark.parametrize("db", ["sqlite", "mysql"])
+def test_audit_hooks_record_each_event_once_with_hashed_ids_only(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = load_example("audit_hooks")
+    url = f"sqlite:///{tmp_path}/audit.sqlite3"
+    if db == "mysql":
+        engine = make_engine("mysql")
+        url = engine.url.render_as_string(hide_password=False)
+        module.Base.metadata.drop_all(engine)  # whatever an interrupted run left
+        engine.dispose()
+    assert module.main([url]) == 0
+    wsgi, engine = module.create_app(url)
+    with engine.connect() as conn:
+        events = conn.execute(
+            sql_select(
+                module.AuditEvent.event, module.AuditEvent.session, module.AuditEvent.detail
+            ).order_by(module.AuditEvent.id)
+        ).all()
+    kinds = [event for event, _, _ in events]
+    assert kinds == ["created", "regenerated", "created", "revoked", "created", "ended"]
+    first, regenerated, phone, revoked, _, ended = events
+    assert regenerated.detail == f"was {first.session[:12]}", "login replaced the first id"
+    assert ended.session == regenerated.session, "logout ended the logged-in session"
+    assert revoked.session is None and revoked.detail == "1 other session(s)"
+    assert phone.session != regenerated.session
+    assert all(len(session) == 64 for _, session, _ in events if session)
+    laptop = module.Browser(wsgi, "laptop")
+    laptop.get("/login?user=7")
+    assert laptop.cookie is not None
+    cookies, now = wsgi.settings.cookies, wsgi.settings.clock()
+    raw_id = cookies.decode(laptop.cookie.split("=", 1)[1], now=now).session_id
+    with engine.connect() as conn:
+        stored = set(conn.scalars(sql_select(module.AuditEvent.session)))
+    assert raw_id not in stored and hash_session_id(raw_id) in stored, "hashed ids only"
+    with engine.begin() as conn:
+        module.Base.metadata.drop_all(conn)
+    engine.dispose()
+    capsys.readouterr()
 
 
 def test_quickstart_bottle_counts_in_the_cookie(tmp_path: Path) -> None:
