@@ -1,21 +1,32 @@
 """Measure the batched purge against one unbatched DELETE, with sessions being saved meanwhile.
 
-Not a test: a measuring script for MariaDB/MySQL.  It fills a table with ``--rows``
-expired and ``--rows`` live sessions (random SHA-256 ids, so expired and live rows
-are interleaved in the clustered index as in real life), then
+Not a test: a measuring script for MariaDB.  For each strategy of
+``--strategies`` it fills a fresh table with ``--rows`` expired and ``--rows`` live
+sessions (random SHA-256 ids, so expired and live rows are interleaved in the
+clustered index as in real life; see :func:`fill`), starts ``--threads`` threads
+saving live sessions through :meth:`SessionStore.save` (versioned UPDATEs), and
+after ``--warmup`` seconds of baseline runs the purge under that load:
 
-(a) runs :func:`sa_sessions.purge.purge_expired_rows` (``DELETE ... LIMIT`` batches,
-    one short transaction each) while ``--threads`` threads keep saving live
-    sessions through :meth:`SessionStore.update` (versioned UPDATEs), and
-(b) refills and runs one ``DELETE FROM t WHERE expires_at <= UTC_TIMESTAMP(6)``
-    under the same load.
+``library``       :func:`sa_sessions.purge.purge_expired_rows`, as ``SessionStore.purge_expired``
+                  and ``sa-sessions cleanup`` run it (batches of ``--batch-size``, one short
+                  transaction each);
+``delete-limit``  the purge before the id-first batches: ``DELETE ... WHERE expires_at <=
+                  UTC_TIMESTAMP(6) LIMIT n`` until a batch comes back short (before/after);
+``unbatched``     one ``DELETE FROM t WHERE expires_at <= UTC_TIMESTAMP(6)``.
 
-Each save's latency is recorded; the script prints a Markdown table with the
-purge time and p50/p99/max save latency during each purge (and a baseline
-without any purge).  Run small first::
+Each save's latency is recorded by its start time; the script prints a Markdown table
+with the purge time and rate and the p50/p99/max save latency during each purge (and
+the baseline before it).  Every ``--tick`` seconds a line on stderr gives the rate of
+the last interval, the saves' p99, InnoDB pages read from disk and written per deleted
+row, and the machine's CPU busy and iowait shares.  Run small first::
 
     python bench/purge_at_scale.py --rows 20000
+    python bench/purge_at_scale.py --rows 100000 --strategies library,delete-limit
     python bench/purge_at_scale.py            # 1,000,000 expired + 1,000,000 live
+
+Filling 2,000,000 rows takes about three minutes on a 2-core VM (default MariaDB
+configuration, 128 MiB buffer pool), the library's purge of 1,000,000 of them two to
+three more.
 """
 
 from __future__ import annotations
@@ -54,6 +65,8 @@ from sa_sessions.store import StoredSession
 UTC = timezone.utc
 SECRET = b"bench-secret-key-0123456789abcdef-0123456789"
 CHUNK = 10_000
+#: Rows per server-side INSERT ... SELECT of the fill.
+FILL_CHUNK = 200_000
 
 
 class _Base(DeclarativeBase):
@@ -129,17 +142,25 @@ def fill(
 ) -> list[list[StoredSession]]:
     """``rows`` expired + ``rows`` live rows; returns live records for the saver threads.
 
-    A seed of real sessions goes in through ``executemany`` (chunks of 10k); the
-    rest is ``INSERT ... SELECT`` doubling on the server, with fresh SHA-256 ids
-    (so rows land all over the clustered index) and jittered expiry times.
+    The saved sessions (``keep_per_thread`` per thread, with as many expired ones) go in
+    from Python as multi-row INSERTs; the rest is generated on the server in chunks of
+    ``FILL_CHUNK`` rows (``INSERT ... SELECT`` from MariaDB's SEQUENCE engine: SHA-256
+    ids, half expired and half live, jittered times), each chunk sorted by id so that
+    it visits every leaf page of the clustered index once, in key order.  Ids are random,
+    so each chunk splits pages all over the table as real inserts do: expired and live
+    rows end up interleaved and the pages about as full as on a real table.  (About
+    700 bytes of clustered index per 300-byte row: 1.3 GB for 2,000,000 rows.)
     """
     table = TABLE
+    with engine.connect() as conn:
+        if "mariadb" not in str(conn.execute(text("SELECT VERSION()")).scalar()).lower():
+            raise SystemExit("the fill needs MariaDB (its SEQUENCE engine makes the rows)")
     _Base.metadata.drop_all(engine)
     _Base.metadata.create_all(engine)
     now = datetime.now(UTC)
     rng = random.Random(1)
     blob = os.urandom(blob_bytes)
-    seed = min(rows, max(keep_per_thread * threads, CHUNK))
+    seed = min(rows, keep_per_thread * threads)
     kept: list[StoredSession] = []
     started = time.perf_counter()
     for offset in range(0, seed, CHUNK // 2):
@@ -154,34 +175,40 @@ def fill(
             batch.append(_row(live_id, blob, created, expires))
             kept.append(StoredSession(live_id, 1, {}, expires, created))
         with engine.begin() as conn:
-            conn.execute(insert(table), batch)
-    have, round_no = seed, 0
-    while have < rows:
-        n, round_no = min(have, rows - have), round_no + 1
-        for side, sign in (("<=", "-"), (">", "+")):
-            _retry(
-                engine,
-                f"INSERT INTO {table.name} "
-                "(id, data, created_at, updated_at, expires_at, version) "
-                "SELECT * FROM ("
-                f"SELECT SHA2(CONCAT(id, 'r{round_no}'), 256) AS nid, data, created_at, "
-                f"updated_at, expires_at {sign} INTERVAL FLOOR(RAND() * 3000) SECOND, 1 "
-                f"FROM {table.name} WHERE expires_at {side} UTC_TIMESTAMP(6) LIMIT {n}"
-                ") AS copy ORDER BY nid",  # in key order: each leaf page visited once
-            )
-        have += n
+            conn.execute(insert(table), batch)  # mysqlclient: one multi-row INSERT
+    salt = secrets.token_hex(8)
+    done = 2 * seed
+    while done < 2 * rows:
+        first, last = done + 1, min(done + FILL_CHUNK, 2 * rows)
+        # Odd sequence numbers expired (1 h to 30 days ago), even ones live (1 to 7 days).
+        _retry(
+            engine,
+            f"INSERT INTO {table.name} "
+            "(id, data, created_at, updated_at, expires_at, version) "
+            "SELECT id, :blob, expires_at - INTERVAL 7 DAY, expires_at - INTERVAL 7 DAY, "
+            "expires_at, 1 FROM ("
+            f"SELECT SHA2(CONCAT(:salt, seq), 256) AS id, IF(seq % 2, "
+            "UTC_TIMESTAMP(6) - INTERVAL 3600 + FLOOR(RAND() * 2592000) SECOND, "
+            "UTC_TIMESTAMP(6) + INTERVAL 86400 + FLOOR(RAND() * 518400) SECOND) AS expires_at "
+            f"FROM seq_{first}_to_{last} ORDER BY id LIMIT {last - first + 1}"
+            ") AS generated",
+            {"blob": blob, "salt": salt},
+        )
+        done = last
     with engine.begin() as conn:
         conn.execute(text(f"ANALYZE TABLE {table.name}"))
     print(f"filled {2 * rows:,} rows in {time.perf_counter() - started:.1f}s", file=sys.stderr)
     return [kept[i::threads] for i in range(threads)]
 
 
-def _retry(engine: Engine, sql: str, attempts: int = 3) -> None:
+def _retry(
+    engine: Engine, sql: str, params: dict[str, Any] | None = None, attempts: int = 3
+) -> None:
     """Run one fill statement, again if the server lost its temporary file meanwhile."""
     for attempt in range(1, attempts + 1):
         try:
             with engine.begin() as conn:
-                conn.execute(text(sql))
+                conn.execute(text(sql), params or {})
             return
         except sqlalchemy.exc.DBAPIError as exc:
             if attempt == attempts:
@@ -206,9 +233,11 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, max(0, round(p * len(values)) - 1))]
 
 
-def under_load(
-    engine: Engine, args: argparse.Namespace, purge: Callable[[], int]
-) -> dict[str, Any]:
+#: A purge under test: runs to the end, calling back with the rows deleted so far.
+Purge = Callable[[Callable[[int], None]], int]
+
+
+def under_load(engine: Engine, args: argparse.Namespace, purge: Purge) -> dict[str, Any]:
     records = fill(engine, args.rows, args.blob_bytes, args.keep, args.threads)
     store = SessionStore(BenchSession, engine, secret_keys=SECRET)
     savers = Savers(store, records)
@@ -218,7 +247,8 @@ def under_load(
     baseline = savers.window(base_end - args.warmup, base_end)
     baseline_ok = savers.succeeded(base_end - args.warmup, base_end)
     started = time.perf_counter()
-    deleted = purge()
+    ticks = Ticker(engine, savers, started, args.tick)
+    deleted = purge(ticks)
     ended = time.perf_counter()
     time.sleep(0.2)
     savers.join()
@@ -234,25 +264,112 @@ def under_load(
     }
 
 
-def batched(engine: Engine, batch_size: int) -> Callable[[], int]:
-    def run() -> int:
-        report = purge_expired_rows(engine, TABLE, batch_size=batch_size)
+#: InnoDB counters shown per interval (pages read from disk, pages written).
+COUNTERS = ("Innodb_buffer_pool_reads", "Innodb_pages_written")
+
+
+def cpu_times() -> tuple[float, float, float]:
+    """Busy, iowait and total jiffies of the machine (``/proc/stat``; zeros elsewhere)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [float(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return 0.0, 0.0, 0.0
+    idle, iowait = fields[3], fields[4]
+    total = sum(fields[:8])
+    return total - idle - iowait, iowait, total
+
+
+class Ticker:
+    """Progress callback: every ``every`` seconds, one line on stderr about the last interval:
+    rows/s, saves/s and their p99, disk pages read and written per deleted row, and the
+    machine's CPU busy and iowait shares."""
+
+    def __init__(self, engine: Engine, savers: Savers, started: float, every: float) -> None:
+        self.engine, self.savers, self.every = engine, savers, every
+        self.last_time, self.last_deleted = started, 0
+        self.started = started
+        self.last_counters = self.counters()
+        self.last_cpu = cpu_times()
+
+    def counters(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SHOW GLOBAL STATUS WHERE Variable_name IN :names"), {"names": COUNTERS}
+            )
+            return {str(name): int(value) for name, value in rows}
+
+    def __call__(self, deleted: int) -> None:
+        now = time.perf_counter()
+        if self.every <= 0 or now - self.last_time < self.every:
+            return
+        waits = self.savers.window(self.last_time, now)
+        counters, cpu = self.counters(), cpu_times()
+        rows = max(deleted - self.last_deleted, 1)
+        per_row = "/".join(
+            f"{(counters[k] - self.last_counters.get(k, 0)) / rows:.2f}" for k in COUNTERS
+        )
+        total = (cpu[2] - self.last_cpu[2]) or 1.0
+        busy, iowait = (cpu[0] - self.last_cpu[0]) / total, (cpu[1] - self.last_cpu[1]) / total
+        print(
+            f"  {now - self.started:6.0f} s: {deleted:,} deleted, "
+            f"{(deleted - self.last_deleted) / (now - self.last_time):,.0f} rows/s; saves "
+            f"{len(waits) / (now - self.last_time):,.0f}/s, p99 {ms(pct(waits, 0.99))}; "
+            f"pages read/written per row {per_row}; CPU busy {busy:.0%}, iowait {iowait:.0%}",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.last_time, self.last_deleted = now, deleted
+        self.last_counters, self.last_cpu = counters, cpu
+
+
+def batched(engine: Engine, batch_size: int) -> Purge:
+    """The library's purge, as ``SessionStore.purge_expired`` and the CLI run it."""
+
+    def run(tick: Callable[[int], None]) -> int:
+        report = purge_expired_rows(
+            engine, TABLE, batch_size=batch_size, progress=lambda r: tick(r.deleted)
+        )
         return report.deleted
 
     return run
 
 
-def unbatched(engine: Engine) -> Callable[[], int]:
-    def run() -> int:
+def delete_limit(engine: Engine, batch_size: int) -> Purge:
+    """The purge before 0.x: ``DELETE ... WHERE expires_at <= now LIMIT n`` until short."""
+
+    def run(tick: Callable[[int], None]) -> int:
+        deleted = 0
+        statement = text(
+            f"DELETE FROM {TABLE.name} WHERE expires_at <= UTC_TIMESTAMP(6) LIMIT {batch_size}"
+        )
+        while True:
+            with engine.begin() as conn:
+                n = int(conn.execute(statement).rowcount)
+            deleted += n
+            tick(deleted)
+            if n < batch_size:
+                return deleted
+
+    return run
+
+
+def unbatched(engine: Engine) -> Purge:
+    def run(tick: Callable[[int], None]) -> int:
         with engine.begin() as conn:
             result = conn.execute(
-                text(
-                    f"DELETE FROM {BenchSession.__tablename__} WHERE expires_at <= UTC_TIMESTAMP(6)"
-                )
+                text(f"DELETE FROM {TABLE.name} WHERE expires_at <= UTC_TIMESTAMP(6)")
             )
             return int(result.rowcount)
 
     return run
+
+
+STRATEGIES: dict[str, tuple[str, Callable[[Engine, int], Purge]]] = {
+    "library": ("batched (purge_expired_rows), {n:,} per batch", batched),
+    "delete-limit": ("DELETE ... LIMIT {n:,} loop (the old purge)", delete_limit),
+    "unbatched": ("one unbatched DELETE", lambda engine, n: unbatched(engine)),
+}
 
 
 def ms(value: float) -> str:
@@ -273,7 +390,8 @@ def environment(engine: Engine) -> str:
 def table_row(name: str, r: dict[str, Any]) -> str:
     during, base = r["during"], r["baseline"]
     return (
-        f"| {name} | {r['deleted']:,} | {r['seconds']:.1f} s | {len(during):,} | "
+        f"| {name} | {r['deleted']:,} | {r['seconds']:.1f} s | "
+        f"{r['deleted'] / r['seconds']:,.0f} | {len(during):,} | "
         f"{r['rate']:,.0f} | {ms(pct(during, 0.5))} | {ms(pct(during, 0.99))} | "
         f"{ms(during[-1] if during else float('nan'))} | {len(r['failed'])} | "
         f"{r['baseline_rate']:,.0f}, {ms(statistics.median(base) if base else float('nan'))}"
@@ -291,6 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=int, default=5000, help="live sessions saved per thread")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of baseline saves")
     parser.add_argument(
+        "--strategies",
+        default="library,unbatched",
+        help=f"comma-separated, each on a fresh fill: {', '.join(STRATEGIES)}",
+    )
+    parser.add_argument(
+        "--tick", type=float, default=30.0, help="seconds between progress lines (0: none)"
+    )
+    parser.add_argument(
         "--keep-table", action="store_true", help="do not drop the table at the end"
     )
     args = parser.parse_args(argv)
@@ -298,11 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(engine)
     print(f"environment: {env}", file=sys.stderr)
     results: dict[str, dict[str, Any]] = {}
-    for name, purge in (
-        (f"batched, {args.batch_size:,} per batch", batched(engine, args.batch_size)),
-        ("one unbatched DELETE", unbatched(engine)),
-    ):
-        results[name] = under_load(engine, args, purge)
+    for key in args.strategies.split(","):
+        title, make = STRATEGIES[key]
+        name = title.format(n=args.batch_size)
+        results[name] = under_load(engine, args, make(engine, args.batch_size))
         print(f"{name}: {table_row(name, results[name])}", file=sys.stderr, flush=True)
     if not args.keep_table:
         _Base.metadata.drop_all(engine)
@@ -312,10 +437,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} saving threads; {env}\n"
     )
     print(
-        "| purge | rows deleted | purge time | saves started during it | saves/s done "
+        "| purge | rows deleted | purge time | rows/s | saves started during it | saves/s done "
         "| save p50 | save p99 | save max | failed saves | before the purge: saves/s, p50 / p99 |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         print(table_row(name, r))
     for name, r in results.items():

@@ -1,12 +1,35 @@
 """Batched deletion of expired session rows, one short transaction per batch.
 
 Tables of sessions reach tens of millions of rows; one unbounded DELETE holds
-locks for minutes.  Here each batch deletes at most ``batch_size`` rows through
-the ``expires_at`` index and commits, so concurrent saves wait milliseconds.
-MySQL/MariaDB use ``DELETE ... LIMIT``; PostgreSQL and SQLite (which have no
-such clause) delete by primary key from a limited subquery.  No statement names
-the ``data`` column: the blobs are never read.  A database lock (``GET_LOCK`` /
+locks for minutes.  Here each batch deletes at most ``batch_size`` rows and
+commits, so concurrent saves wait milliseconds.  No statement names the ``data``
+column: the blobs are never read.  A database lock (``GET_LOCK`` /
 ``pg_try_advisory_lock``) keeps a second cleaner out.
+
+PostgreSQL and SQLite delete through the ``expires_at`` index, by primary key from
+a limited subquery (:func:`batch_statement`).
+
+MySQL/MariaDB (InnoDB) first read a batch of ids without locking anything, then
+``DELETE ... WHERE id IN (...) AND expires_at <= UTC_TIMESTAMP(6)`` by primary key
+(the expiry checked again, so a session renewed meanwhile stays), which locks only
+the rows it deletes: no next-key locks on the ``expires_at`` range, and a statement
+that replicates safely in statement-based binary logs.  Where the ids come from
+depends on how many rows are expired.  InnoDB stores rows in primary-key order and
+session ids are random, so rows taken in ``expires_at`` order each sit on a different
+page: once the table outgrows the buffer pool, every row deleted costs a random page
+read (and the purge thread may read it again).  So when the first batch is full (a
+backlog, perhaps), the cleaner reads a window of the primary key: if at least
+:data:`PK_WALK_MIN_DENSITY` of its rows are expired, it walks the whole table in key
+order, window after window (non-locking reads of ``id`` and an expiry flag, never the
+blob), and deletes the expired ids of each window in key order, so each page of the
+table is read about once.  Otherwise (the steady state of a regular cron job) it
+stays on the ``expires_at`` index, oldest first, each batch starting at the expiry
+where the previous one stopped (no rescan of rows just deleted).  Either way it ends
+with batches through the index, which also catch the rows that expired during the
+run, until one finds fewer than ``batch_size`` rows.
+
+The cache is not touched: a cached copy of an expired session is never served (its
+sealed expiry is checked on every load) and ages out with its TTL.
 
 Example (what ``sa-sessions cleanup`` and :meth:`SessionStore.purge_expired` run)::
 
@@ -24,10 +47,14 @@ from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TextIO
+from typing import TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy import Engine
 from sqlalchemy import Table
+from sqlalchemy import bindparam
 from sqlalchemy import delete
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func
@@ -41,6 +68,7 @@ from .exceptions import CleanupAlreadyRunning
 from .model import MYSQL_DIALECTS
 from .model import utc_now
 
+_T = TypeVar("_T")
 log = logging.getLogger("sa_sessions.purge")
 #: Where :class:`PurgeProgress` writes its periodic lines when no terminal is attached.
 progress_log = logging.getLogger("sa_sessions.purge.progress")
@@ -49,8 +77,18 @@ progress_log = logging.getLogger("sa_sessions.purge.progress")
 #: failure and lock_not_available: the batch rolled back and can simply run again.
 _MYSQL_TRANSIENT = frozenset({1205, 1213})
 _PG_TRANSIENT = frozenset({"40P01", "40001", "55P03"})
+#: MySQL/MariaDB refuse longer names for GET_LOCK.
+_MYSQL_LOCK_NAME_MAX = 64
 #: Attempts per batch before a transient error is raised.
 BATCH_ATTEMPTS = 3
+#: MySQL/MariaDB: walk the primary key when at least this share of the rows in a
+#: window is expired (below it, reading the live rows costs more than it saves).
+PK_WALK_MIN_DENSITY = 0.25
+#: MySQL/MariaDB: rows read per primary-key window, in batches (capped by
+#: :data:`PK_WINDOW_MAX_ROWS`, never fewer than one batch).
+PK_WINDOW_BATCHES = 10
+#: MySQL/MariaDB: the most rows of one primary-key window (the ids held in memory).
+PK_WINDOW_MAX_ROWS = 50_000
 
 
 @dataclass
@@ -86,7 +124,14 @@ def count_expired(engine: Engine, table: Table) -> int:
 
 
 def batch_statement(engine: Engine, table: Table, batch_size: int) -> Delete:
-    """The DELETE of one batch for this engine's dialect (only ``id``/``expires_at`` named)."""
+    """A one-statement DELETE of one batch for this engine's dialect (only ``id`` and
+    ``expires_at`` named): what PostgreSQL and SQLite run for every batch.
+
+    PostgreSQL and SQLite (no ``DELETE ... LIMIT``) delete by primary key from a
+    limited subquery; MySQL/MariaDB get ``DELETE ... WHERE expires_at <= now LIMIT n``,
+    which the purge no longer runs there (see the module docstring) but which stays
+    for callers that want the old single statement.
+    """
     expired = table.c.expires_at <= utc_now()
     if engine.dialect.name in MYSQL_DIALECTS:
         # The option is keyed by the URL's dialect name ("mysql" or "mariadb").
@@ -96,8 +141,14 @@ def batch_statement(engine: Engine, table: Table, batch_size: int) -> Delete:
     return delete(table).where(table.c.id.in_(ids))
 
 
-def _lock_key(table: Table) -> str:
-    return f"sa_sessions.purge.{table.fullname}"
+def _lock_key(table: Table, database: str = "") -> str:
+    """The cleaner lock's name: the table, and on MySQL/MariaDB (whose named locks are
+    server-wide) its database.  Names past MySQL's 64 characters are hashed whole, so
+    two long names can never share a lock by sharing a prefix."""
+    key = f"sa_sessions.purge.{database + '.' if database else ''}{table.fullname}"
+    if len(key) > _MYSQL_LOCK_NAME_MAX:
+        key = "sa_sessions.purge#" + hashlib.sha256(key.encode()).hexdigest()[:46]
+    return key
 
 
 @contextmanager
@@ -112,17 +163,18 @@ def purge_lock(engine: Engine, table: Table) -> Iterator[None]:
     if name not in MYSQL_DIALECTS and name != "postgresql":
         yield
         return
-    key = _lock_key(table)
     with engine.connect() as conn:
         if name == "postgresql":
+            key = _lock_key(table)  # advisory locks are per database already
             number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
             got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": number}).scalar()
             release = text("SELECT pg_advisory_unlock(:k)")
             params: dict[str, object] = {"k": number}
         else:
-            got = conn.execute(text("SELECT GET_LOCK(:k, 0)"), {"k": key[:64]}).scalar()
+            key = _lock_key(table, engine.url.database or "")
+            got = conn.execute(text("SELECT GET_LOCK(:k, 0)"), {"k": key}).scalar()
             release = text("SELECT RELEASE_LOCK(:k)")
-            params = {"k": key[:64]}
+            params = {"k": key}
         conn.commit()
         if not got:
             raise CleanupAlreadyRunning(f"another cleanup of {table.fullname} is running")
@@ -145,18 +197,147 @@ def _is_transient(exc: sa_exc.DBAPIError) -> bool:
     return "database is locked" in str(orig)  # SQLite busy timeout
 
 
-def _delete_batch(engine: Engine, statement: Delete, sleep: Callable[[float], None]) -> int:
+def _in_transaction(
+    engine: Engine, work: Callable[[Connection], _T], sleep: Callable[[float], None]
+) -> _T:
     """Run one batch in its own transaction, retrying deadlocks and lock timeouts."""
     for attempt in range(1, BATCH_ATTEMPTS + 1):
         try:
             with engine.begin() as conn:
-                return int(conn.execute(statement).rowcount)
+                return work(conn)
         except sa_exc.DBAPIError as exc:
             if attempt == BATCH_ATTEMPTS or not _is_transient(exc):
                 raise
             log.warning("purge batch rolled back (%s); retrying", type(exc.orig).__name__)
             sleep(0.05 * attempt)
     raise AssertionError("unreachable")
+
+
+class _SubqueryBatches:
+    """PostgreSQL and SQLite: each batch is the one statement of :func:`batch_statement`."""
+
+    def __init__(
+        self, engine: Engine, table: Table, batch_size: int, sleep: Callable[[float], None]
+    ) -> None:
+        self.engine, self.batch_size, self.sleep = engine, batch_size, sleep
+        self.statement = batch_statement(engine, table, batch_size)
+
+    def __call__(self) -> tuple[int, bool]:
+        """Run one batch: ``(rows deleted, whether it was the last one)``."""
+        deleted = _in_transaction(
+            self.engine, lambda conn: int(conn.execute(self.statement).rowcount), self.sleep
+        )
+        return deleted, deleted < self.batch_size
+
+
+class _KeyedBatches:
+    """MySQL/MariaDB: ids first (non-locking), then one DELETE by primary key per batch.
+
+    The first batch takes the oldest expired ids from the ``expires_at`` index.  When
+    it is full, the primary key is walked in windows of ``window`` rows while at least
+    :data:`PK_WALK_MIN_DENSITY` of each window is expired; the expired ids of the
+    windows are deleted ``batch_size`` at a time, in key order.  Then (or at once, for
+    a sparse table) batches through the index again, each starting at the expiry where
+    the previous one stopped, until one finds fewer than ``batch_size`` ids.
+    """
+
+    def __init__(
+        self, engine: Engine, table: Table, batch_size: int, sleep: Callable[[float], None]
+    ) -> None:
+        self.engine, self.batch_size, self.sleep = engine, batch_size, sleep
+        self.window = max(batch_size, min(batch_size * PK_WINDOW_BATCHES, PK_WINDOW_MAX_ROWS))
+        c = table.c
+        expired = c.expires_at <= utc_now()
+        self.by_index = (
+            select(c.id, c.expires_at)
+            .where(expired, c.expires_at >= bindparam("after"))
+            .order_by(c.expires_at)
+            .limit(batch_size)
+        )
+        self.by_index_first = (
+            select(c.id, c.expires_at).where(expired).order_by(c.expires_at).limit(batch_size)
+        )
+        flag = expired.label("expired")
+        self.by_key_first = select(c.id, flag).order_by(c.id).limit(self.window)
+        self.by_key = (
+            select(c.id, flag).where(c.id > bindparam("after")).order_by(c.id).limit(self.window)
+        )
+        self.delete = delete(table).where(c.id.in_(bindparam("ids", expanding=True)), expired)
+        self.first = True
+        self.walking = False
+        self.walk_cursor: str | None = None
+        self.walk_ended = False
+        self.pending: list[str] = []
+        self.expiry_cursor: datetime | None = None
+
+    def __call__(self) -> tuple[int, bool]:
+        """Run one batch: ``(rows deleted, whether it was the last one)``."""
+        if self.walking:
+            ids = self._walk()
+            if ids is not None:
+                return self._delete(ids), False
+        deleted, found, newest = _in_transaction(self.engine, self._by_index, self.sleep)
+        last = found < self.batch_size
+        if newest is not None:
+            self.expiry_cursor = newest
+        if self.first:
+            self.first = False
+            self.walking = not last
+            if self.walking:
+                log.debug("a full first batch: reading the primary key in windows")
+        return deleted, last
+
+    def _by_index(self, conn: Connection) -> tuple[int, int, datetime | None]:
+        """The oldest expired ids from the cursor on, deleted: ``(deleted, found, newest)``."""
+        if self.expiry_cursor is None:
+            rows = conn.execute(self.by_index_first).all()
+        else:
+            rows = conn.execute(self.by_index, {"after": self.expiry_cursor}).all()
+        if not rows:
+            return 0, 0, None
+        ids = sorted(row[0] for row in rows)
+        deleted = int(conn.execute(self.delete, {"ids": ids}).rowcount)
+        return deleted, len(rows), rows[-1][1]
+
+    def _delete(self, ids: list[str]) -> int:
+        def work(conn: Connection) -> int:
+            return int(conn.execute(self.delete, {"ids": ids}).rowcount)
+
+        return _in_transaction(self.engine, work, self.sleep)
+
+    def _walk(self) -> list[str] | None:
+        """The next ``batch_size`` expired ids in key order, or None once the walk is over."""
+        while len(self.pending) < self.batch_size and not self.walk_ended:
+            with self.engine.connect() as conn:
+                if self.walk_cursor is None:
+                    rows = conn.execute(self.by_key_first).all()
+                else:
+                    rows = conn.execute(self.by_key, {"after": self.walk_cursor}).all()
+            if len(rows) < self.window:
+                self.walk_ended = True
+            if not rows:
+                break
+            self.walk_cursor = rows[-1][0]
+            expired = [row[0] for row in rows if row[1]]
+            if len(rows) == self.window and len(expired) < PK_WALK_MIN_DENSITY * len(rows):
+                log.debug(
+                    "%d of %d rows expired in a key window: deleting through the index",
+                    len(expired),
+                    len(rows),
+                )
+                self.walk_ended = True
+                self.pending.clear()
+                break
+            self.pending.extend(expired)
+        if len(self.pending) >= self.batch_size:
+            ids = self.pending[: self.batch_size]
+            del self.pending[: self.batch_size]
+            return ids
+        # Fewer than a batch left: the index batches that follow find them.
+        self.walking = False
+        self.pending.clear()
+        self.expiry_cursor = None
+        return None
 
 
 def purge_expired_rows(
@@ -174,7 +355,10 @@ def purge_expired_rows(
 ) -> PurgeReport:
     """Delete expired rows batch by batch until none are left or the budget runs out.
 
-    :param batch_size: rows per DELETE (and per transaction).
+    :param batch_size: rows per DELETE (and per transaction).  On MySQL/MariaDB a
+        walk of the primary key holds the ids of one key window in memory:
+        ``batch_size`` times :data:`PK_WINDOW_BATCHES`, at most :data:`PK_WINDOW_MAX_ROWS`
+        (never fewer than ``batch_size``).
     :param max_seconds: stop after the batch that crosses this many seconds.
     :param pause: seconds to sleep between batches, to leave room for other writers.
     :param progress: called after every batch with the running :class:`PurgeReport`;
@@ -195,18 +379,19 @@ def purge_expired_rows(
         report.elapsed = clock() - started
         log.info("dry run: %d expired sessions would be purged", report.expired_at_start)
         return report
-    statement = batch_statement(engine, table, batch_size)
+    kind = _KeyedBatches if engine.dialect.name in MYSQL_DIALECTS else _SubqueryBatches
+    batch = kind(engine, table, batch_size, sleep)
     with purge_lock(engine, table) if lock else _no_lock():
         report = PurgeReport()
         if progress is not None:
             report.expired_at_start = count_expired(engine, table)
         started = clock()
         while True:
-            deleted = _delete_batch(engine, statement, sleep)
+            deleted, last = batch()
             report.deleted += deleted
             report.batches += 1
             report.elapsed = clock() - started
-            report.finished = deleted < batch_size
+            report.finished = last
             if not report.finished and max_seconds is not None:
                 report.stopped_by_budget = report.elapsed >= max_seconds
             if progress is not None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy import MetaData
 from sqlalchemy import Table
 from sqlalchemy import event
 from sqlalchemy import func
@@ -44,6 +45,7 @@ from .conftest import SERVER_DB_KINDS
 from .conftest import StatementLog
 
 UTC = timezone.utc
+MYSQL = ("mysql", "mariadb")
 
 
 def add_rows(
@@ -127,7 +129,8 @@ def test_an_exact_multiple_needs_one_empty_batch(
     sql_log.clear()
     report = purge_expired_rows(engine, table, batch_size=10)
     assert (report.deleted, report.batches) == (20, 3)
-    assert sql_log.count("DELETE") == 3
+    # MySQL/MariaDB read the ids first: the last batch is a SELECT that found none.
+    assert sql_log.count("DELETE") == (2 if engine.dialect.name in MYSQL else 3)
 
 
 def test_statements_never_name_the_blob_column(
@@ -143,6 +146,8 @@ def test_statements_never_name_the_blob_column(
 
 
 def test_batch_statement_per_dialect(engine: Engine, table: Table) -> None:
+    # MySQL/MariaDB purges run id-first batches instead (tests/test_purge_keyed.py); the
+    # single statement stays available there.
     sql = str(batch_statement(engine, table, 1000).compile(engine)).upper()
     if engine.dialect.name in ("mysql", "mariadb"):
         assert sql.endswith("LIMIT 1000")
@@ -184,7 +189,10 @@ def test_nothing_to_purge_is_one_statement(
     sql_log.clear()
     report = purge_expired_rows(engine, table)
     assert (report.deleted, report.batches, report.finished) == (0, 1, True)
-    assert sql_log.count("DELETE") == 1
+    if engine.dialect.name in MYSQL:
+        assert [s.split()[0] for s in sql_log.statements[1:-1]] == ["SELECT"]  # ids: none
+    else:
+        assert sql_log.count("DELETE") == 1
     assert remaining_ids(engine, table) == live
 
 
@@ -303,6 +311,19 @@ def test_a_second_cleaner_gives_up_at_once(engine: Engine, table: Table, lock_ho
         purge_expired_rows(engine, table)
     assert time.monotonic() - started < 2
     assert len(remaining_ids(engine, table)) == 5
+
+
+@pytest.mark.parametrize("db_kind", SERVER_DB_KINDS, indirect=True)
+def test_long_table_names_never_share_a_lock(engine: Engine, db_kind: str) -> None:
+    """MySQL caps lock names at 64 characters: a cut name would let two cleaners of
+    different tables exclude each other (or, cut the other way, run together)."""
+    prefix = "sessions_of_a_rather_long_application_name_kept_apart_"
+    first = Table(prefix + "one", MetaData())
+    second = Table(prefix + "two", MetaData())
+    with purge_lock(engine, first), purge_lock(engine, second):  # both at once
+        held_twice = pytest.raises(CleanupAlreadyRunning)
+        with held_twice, purge_lock(engine, first):
+            pass
 
 
 def test_the_lock_is_released_after_a_run(engine: Engine, table: Table, db_kind: str) -> None:
