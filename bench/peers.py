@@ -1,40 +1,47 @@
-"""Session layers for the benchmarks: one tiny Bottle app, six ways to keep sessions.
+"""Session layers for the benchmarks: one tiny Bottle app, many ways to keep sessions.
 
 Shared by ``bench/compare.py`` (direct WSGI calls) and ``bench/http_throughput.py``
 (a real HTTP server).  Every layer wraps the SAME Bottle application; the routes reach
 their session through a small adapter, so the only thing that differs between layers
 is the session machinery itself:
 
-======================  ===================================================================
-``bare``                no sessions (a plain dict stands in), subtracted from the others
-``sa_sessions``         :class:`sa_sessions.SessionMiddleware` + ``SessionStore`` on
-                        MariaDB, read through memcached (``memcached_region``)
-``sa_sessions_server``  the same with ``cookie_only_threshold=0``: every session in the
-                        database, even small ones (apples-to-apples with server peers)
-``beaker_db``           Beaker ``ext:database`` on the same MariaDB URL
-``beaker_memcached``    Beaker ``ext:memcached`` (python-memcached) on the same memcached
-``beaker_cookie``       Beaker cookie sessions, AES-encrypted (``encrypt_key``/``validate_key``)
-``django_cached_db``    Django's ``cached_db`` engine (MariaDB + ``PyMemcacheCache``), wrapped
-                        exactly like ``django.contrib.sessions.middleware.SessionMiddleware``
-======================  ===================================================================
+============================  ==============================================================
+``bare``                      no sessions (a plain dict stands in), subtracted from the others
+``middleware_only``           the bare app under a WSGI middleware that only adds an environ
+                              entry (the reference of the untouched request)
+``sa_sessions``               :class:`sa_sessions.SessionMiddleware` + ``SessionStore`` on
+                              MariaDB, read through memcached (``memcached_region``)
+``sa_sessions_server``        the same with ``cookie_only_threshold=0``: every session in the
+                              database, even small ones (apples-to-apples with server peers)
+``sa_sessions_redis``         ``sa_sessions`` read through Redis (``redis_region``)
+``sa_sessions_redis_server``  the same with ``cookie_only_threshold=0``
+``beaker_db``                 Beaker ``ext:database`` on the same MariaDB URL
+``beaker_memcached``          Beaker ``ext:memcached`` (python-memcached) on the same memcached
+``beaker_cookie``             Beaker cookie sessions, AES-encrypted
+``django_cached_db``          Django's ``cached_db`` engine (MariaDB + ``PyMemcacheCache``),
+                              wrapped exactly like Django's ``SessionMiddleware``
+``django_cached_db_redis``    the same on Django's own ``RedisCache``
+``sa_sessions_no_pre_ping``   ``sa_sessions`` on an engine without ``pool_pre_ping`` (the
+                              configuration check only)
+============================  ==============================================================
 
-Counting helpers (:class:`DriverCounter`, :class:`CacheCounter`, :func:`memcached_stats`)
-measure SQL statements and cache round trips exactly; see docs/benchmarks.md.
+Configuration is what each project's documentation recommends: SQLAlchemy engines
+with ``pool_pre_ping=True, pool_recycle=1800`` (sa_sessions' README; Beaker gets the
+same through ``session.sa_opts``), ``memcached_region([address])`` and
+``redis_region(url)`` with their defaults, and ONE memcached and ONE redis-server
+shared by every layer.  The counters live in ``bench/counters.py``.
 """
 
 from __future__ import annotations
 
+# mypy: disable-error-code="import-untyped"
 import contextlib
-import hashlib
 import io
 import os
-import random
 import shutil
-import socket
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,13 +49,20 @@ from dataclasses import field
 from typing import Any
 
 import bottle
+import shapes
 from cache_servers import MemcachedProcess
+from cache_servers import RedisProcess
 from cache_servers import memcached_binary
+from cache_servers import redis_binary
 
 MYSQL_URL = os.environ.get("SA_SESSIONS_MYSQL_URL", "mysql+mysqldb://root@localhost/test")
 
+#: What the README recommends for every engine (a checkout pings a connection first).
+ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 1800}
+
 # Benchmark-only secrets (>= 32 bytes, as sa_sessions requires).
 COOKIE_KEY = b"bench-cookie-key-0123456789abcdef-0123456789"
+COOKIE_NAME = "session"
 BLOB_KEY = b"bench-blob-key-0123456789abcdef-0123456789ab"
 BEAKER_SECRET = "bench-beaker-secret-0123456789abcdef"
 BEAKER_ENCRYPT_KEY = "bench-beaker-encrypt-key-0123456789abcdef"
@@ -60,6 +74,39 @@ BEAKER_TABLE = "bench_beaker_cache"
 
 LAYERS = (
     "bare",
+    "middleware_only",
+    "sa_sessions",
+    "sa_sessions_server",
+    "beaker_db",
+    "beaker_memcached",
+    "beaker_cookie",
+    "django_cached_db",
+    "sa_sessions_redis",
+    "sa_sessions_redis_server",
+    "django_cached_db_redis",
+)
+#: Layers that need a redis-server.
+REDIS_LAYERS = ("sa_sessions_redis", "sa_sessions_redis_server", "django_cached_db_redis")
+
+LAYER_TITLES = {
+    "bare": "bare app",
+    "middleware_only": "middleware only",
+    "sa_sessions": "sa_sessions",
+    "sa_sessions_server": "sa_sessions (server-only)",
+    "beaker_db": "Beaker ext:database",
+    "beaker_memcached": "Beaker ext:memcached",
+    "beaker_cookie": "Beaker cookie (AES)",
+    "django_cached_db": "Django cached_db",
+    "sa_sessions_redis": "sa_sessions (Redis)",
+    "sa_sessions_redis_server": "sa_sessions (Redis, server-only)",
+    "django_cached_db_redis": "Django cached_db (Redis)",
+    "sa_sessions_no_pre_ping": "sa_sessions (no pool_pre_ping)",
+}
+
+#: The report's table of each cache kind (the peers without a cache go with memcached).
+MEMCACHED_TABLE = (
+    "bare",
+    "middleware_only",
     "sa_sessions",
     "sa_sessions_server",
     "beaker_db",
@@ -67,100 +114,30 @@ LAYERS = (
     "beaker_cookie",
     "django_cached_db",
 )
+REDIS_TABLE = (
+    "bare",
+    "middleware_only",
+    "sa_sessions_redis",
+    "sa_sessions_redis_server",
+    "django_cached_db_redis",
+)
 
-LAYER_TITLES = {
-    "bare": "bare app",
-    "sa_sessions": "sa_sessions",
-    "sa_sessions_server": "sa_sessions (server-only)",
-    "beaker_db": "Beaker ext:database",
-    "beaker_memcached": "Beaker ext:memcached",
-    "beaker_cookie": "Beaker cookie (AES)",
-    "django_cached_db": "Django cached_db",
+#: The cache each layer reads through (None: no cache).
+LAYER_CACHE = {
+    "sa_sessions": "memcached",
+    "sa_sessions_server": "memcached",
+    "beaker_memcached": "memcached",
+    "django_cached_db": "memcached",
+    "sa_sessions_no_pre_ping": "memcached",
+    "sa_sessions_redis": "redis",
+    "sa_sessions_redis_server": "redis",
+    "django_cached_db_redis": "redis",
 }
 
-
-# --------------------------------------------------------------------------- session data
-
-_WORD_TEXT = (
-    "account address amount answer apple article basket battery bicycle blanket bottle "
-    "budget button camera candle carpet castle ceiling channel chapter cheese circle "
-    "climate coffee collar comfort copper cotton country cousin credit custom damage "
-    "danger delivery desert detail device dinner doctor dollar double drawer effect "
-    "energy engine evening expert fabric factory family farmer father feather figure "
-    "finger flower forest fortune friend garden garlic gentle global golden guitar "
-    "hammer handle harbor health height helmet history holiday honey hunter island "
-    "jacket jungle kettle kitchen ladder laptop leather lemon letter limit liquid little "
-    "luggage magnet market meadow member memory method middle minute mirror moment "
-    "monkey morning mother motion muscle napkin nature needle number object office "
-    "orange origin output oxygen packet paddle palace pantry paper parcel pencil pepper "
-    "person pillow planet pocket poetry police powder prison profit public puzzle rabbit "
-    "radio random reason record remote rescue ribbon riddle rocket saddle salmon sample "
-    "saucer school screen season second secret sensor shadow silver simple sister socket "
-    "spirit spring square stable statue stream street summer supply switch symbol system "
-    "tablet target teapot tennis thread ticket timber tomato tongue travel trophy tunnel "
-    "turtle uncle update useful valley velvet vessel violin volume wallet walnut window "
-    "winter wisdom wonder yellow "
-)
-_WORDS = tuple(_WORD_TEXT.split())
-
-
-def small_session() -> dict[str, Any]:
-    """Two keys: what a logged-in user's session holds on most sites."""
-    return {"user_id": 4242, "csrf": "9f86d081884c7d659a2feaa0c55ad015"}
-
-
-def large_session(target_bytes: int = 20_000, seed: int = 20240601) -> dict[str, Any]:
-    """About ``target_bytes`` of realistic, JSON-compatible session data.
-
-    A shopping cart, recently viewed ids, preferences, a form draft and search history,
-    built from a 250-word vocabulary with random numbers: it compresses like real
-    text (about 3x with zlib), not like repeated junk.
-    """
-    rng = random.Random(seed)
-
-    def words(n: int) -> str:
-        return " ".join(rng.choice(_WORDS) for _ in range(n))
-
-    data: dict[str, Any] = {
-        "user_id": 4242,
-        "username": "ada.lovelace",
-        "roles": ["customer", "beta", "newsletter"],
-        "csrf": f"{rng.getrandbits(128):032x}",
-        "hits": 0,
-        "prefs": {
-            "lang": "en-GB",
-            "currency": "EUR",
-            "theme": "dark",
-            "page_size": 48,
-            "notifications": {"email": True, "sms": False, "push": True},
-        },
-        "cart": [],
-        "recently_viewed": [],
-        "search_history": [],
-        "draft": {"subject": words(8).capitalize(), "paragraphs": []},
-    }
-    import pickle
-
-    def size() -> int:
-        return len(pickle.dumps(data, protocol=5))
-
-    while size() < target_bytes:
-        data["cart"].append(
-            {
-                "sku": f"SKU-{rng.randrange(10**6):06d}",
-                "name": words(rng.randint(2, 5)).title(),
-                "qty": rng.randint(1, 4),
-                "price_cents": rng.randint(199, 49_999),
-                "options": [rng.choice(_WORDS) for _ in range(rng.randint(0, 3))],
-            }
-        )
-        data["recently_viewed"].extend(rng.randrange(10**7) for _ in range(6))
-        data["search_history"].append(words(rng.randint(1, 4)))
-        data["draft"]["paragraphs"].append(words(rng.randint(12, 30)).capitalize() + ".")
-    return data
-
-
-LOGIN_DATA = {"user_id": 4242, "username": "ada.lovelace", "roles": ["customer"]}
+# Kept importable from here (``bench/http_throughput.py`` and older scripts).
+small_session = shapes.small_session
+large_session = shapes.large_session
+LOGIN_DATA = {"user_id": shapes.USER_ID, "username": "ada.lovelace", "roles": ["customer"]}
 
 
 # --------------------------------------------------------------------------- the app
@@ -176,33 +153,35 @@ class Adapter:
     sid: Callable[[Any], str | None] = lambda s: None
 
 
-_DATA = {"small": small_session, "large": large_session}
-
-
 def make_app(adapter: Adapter) -> bottle.Bottle:
-    """The tiny Bottle app every layer wraps (identical routes and work per layer)."""
+    """The tiny Bottle app every layer wraps (identical routes and work per layer).
+
+    ``/read`` reads one key (``user_id``); ``/write`` reads and increments one key
+    (``hits``); ``/setup/<kind>`` stores the session shape ``kind`` (``bench/shapes.py``)
+    and answers with the session id.
+    """
     app = bottle.Bottle(catchall=False)
     request = bottle.request
     get, save, regenerate, sid = adapter.get, adapter.save, adapter.regenerate, adapter.sid
-    payloads = {kind: make() for kind, make in _DATA.items()}
+    route: Callable[[str], Callable[[Callable[..., str]], Callable[..., str]]] = app.get
 
-    @app.get("/untouched")
+    @route("/untouched")
     def untouched() -> str:
         return "ok"
 
-    @app.get("/read")
+    @route("/read")
     def read() -> str:
         session = get(request.environ)
         return f"user {session.get('user_id')}"
 
-    @app.get("/write")
+    @route("/write")
     def write() -> str:
         session = get(request.environ)
         session["hits"] = session.get("hits", 0) + 1
         save(session)
         return "ok"
 
-    @app.get("/login")
+    @route("/login")
     def login() -> str:
         session = get(request.environ)
         regenerate(session)
@@ -211,10 +190,10 @@ def make_app(adapter: Adapter) -> bottle.Bottle:
         save(session)
         return "ok"
 
-    @app.get("/setup/<kind>")
+    @route("/setup/<kind>")
     def setup(kind: str) -> str:
         session = get(request.environ)
-        for key, value in payloads[kind].items():
+        for key, value in shapes.data(kind).items():
             session[key] = value
         save(session)
         return sid(session) or ""
@@ -232,15 +211,22 @@ class Layer:
     name: str
     wsgi: Callable[..., Any]
     cookie_name: str | None = None
-    #: scenario -> reason it cannot run ("n/a (...)")
+    #: scenario key or operation ("read_miss", ...) -> why it cannot run ("n/a (...)")
     unsupported: dict[str, str] = field(default_factory=dict)
+    #: operations this layer takes part in (None: every one)
+    only: frozenset[str] | None = None
     #: SQLAlchemy engines to attach statement counters to (Beaker's appears lazily)
     engines: Callable[[], list[Any]] = lambda: []
     #: Django's connection, when the layer counts statements with CaptureQueriesContext
     django: bool = False
-    #: delete this session's cached copy (large read on a cache miss); None: no cache
+    #: delete this session's cached copy (read on a cache miss); None: no cache
     evict: Callable[[str, str], None] | None = None
+    #: scenario key or operation -> footnote
     note: dict[str, str] = field(default_factory=dict)
+    #: the cache it reads through: "memcached", "redis" or None
+    cache: str | None = None
+    #: sa_sessions layers: their SessionStore (the floors read what it stored)
+    store: Any = None
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -255,6 +241,22 @@ def _bare() -> Layer:
     return Layer("bare", app)
 
 
+def environ_entry_middleware(app: Callable[..., Any]) -> Callable[..., Any]:
+    """A WSGI middleware that only adds an environ entry."""
+
+    def middleware(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        environ["bench.session"] = None
+        return app(environ, start_response)
+
+    return middleware
+
+
+def _middleware_only() -> Layer:
+    shared: dict[str, Any] = dict(large_session())
+    app = environ_entry_middleware(make_app(Adapter(get=lambda environ: shared)))
+    return Layer("middleware_only", app, only=frozenset({"untouched"}))
+
+
 def _drop_table(engine: Any, name: str) -> None:
     from sqlalchemy import text
 
@@ -263,15 +265,13 @@ def _drop_table(engine: Any, name: str) -> None:
 
 
 class _SaState:
-    """Model, engine and store shared by both sa_sessions layers (one table)."""
+    """Model, engine and table shared by every sa_sessions layer (one store per cache)."""
 
-    def __init__(self, memcached: str) -> None:
+    def __init__(self) -> None:
         from sqlalchemy import create_engine
         from sqlalchemy.orm import DeclarativeBase
 
         from sa_sessions import SessionModel
-        from sa_sessions import SessionStore
-        from sa_sessions import memcached_region
 
         class Base(DeclarativeBase):
             pass
@@ -279,24 +279,43 @@ class _SaState:
         class BenchSession(SessionModel, Base):
             __tablename__ = SA_TABLE
 
-        # The defaults a user gets from create_engine(); no pre-ping (it would add a
-        # round trip per checkout to every SQLAlchemy layer alike).
-        self.engine = create_engine(MYSQL_URL)
+        self.engine = create_engine(MYSQL_URL, **ENGINE_OPTIONS)
         Base.metadata.drop_all(self.engine)
         Base.metadata.create_all(self.engine)
         self.model = BenchSession
         self.metadata = Base.metadata
-        self.region = memcached_region([memcached])
-        self.store = SessionStore(
-            BenchSession, self.engine, region=self.region, secret_keys=BLOB_KEY
-        )
+        self.stores: dict[tuple[str, bool], Any] = {}
+        self.engines: list[Any] = [self.engine]
+
+    def store(self, cache: str, address: str, pre_ping: bool = True) -> Any:
+        """The store on ``cache`` ("memcached": host:port, "redis": URL), one per kind."""
+        from sqlalchemy import create_engine
+
+        from sa_sessions import SessionStore
+        from sa_sessions import memcached_region
+        from sa_sessions import redis_region
+
+        if (cache, pre_ping) not in self.stores:
+            region = memcached_region([address]) if cache == "memcached" else redis_region(address)
+            engine = self.engine
+            if not pre_ping:  # the configuration check: what the old benchmark used
+                engine = create_engine(MYSQL_URL)
+                self.engines.append(engine)
+            self.stores[cache, pre_ping] = SessionStore(
+                self.model, engine, region=region, secret_keys=BLOB_KEY
+            )
+        return self.stores[cache, pre_ping]
 
     def close(self) -> None:
+        for store in self.stores.values():
+            with contextlib.suppress(Exception):
+                store.cache.backend.close()
         self.metadata.drop_all(self.engine)
-        self.engine.dispose()
+        for engine in self.engines:
+            engine.dispose()
 
 
-def _sa_layer(name: str, state: _SaState, **options: Any) -> Layer:
+def _sa_layer(name: str, store: Any, cache: str, **options: Any) -> Layer:
     from sa_sessions import SessionMiddleware
     from sa_sessions.ids import hash_session_id
     from sa_sessions.wsgi import ENVIRON_KEY
@@ -306,15 +325,24 @@ def _sa_layer(name: str, state: _SaState, **options: Any) -> Layer:
         regenerate=lambda s: s.regenerate_id(),
         sid=lambda s: s.sid,
     )
-    store = state.store
-    wsgi = SessionMiddleware(make_app(adapter), store, cookie_key=COOKIE_KEY, **options)
-    cache = store.cache
-    assert cache is not None
+    wsgi = SessionMiddleware(
+        make_app(adapter), store, cookie_key=COOKIE_KEY, cookie_name=COOKIE_NAME, **options
+    )
+    session_cache = store.cache
+    assert session_cache is not None
 
     def evict(sid: str, cookie: str) -> None:
-        cache.backend.delete(cache.key(hash_session_id(sid)))
+        session_cache.backend.delete(session_cache.key(hash_session_id(sid)))
 
-    return Layer(name, wsgi, cookie_name="session", engines=lambda: [state.engine], evict=evict)
+    return Layer(
+        name,
+        wsgi,
+        cookie_name=COOKIE_NAME,
+        engines=lambda: [store.engine],
+        evict=evict,
+        cache=cache,
+        store=store,
+    )
 
 
 def _beaker(kind: str, memcached: str, lock_dir: str) -> Layer:
@@ -329,7 +357,7 @@ def _beaker(kind: str, memcached: str, lock_dir: str) -> Layer:
     # Beaker's best settings for speed: save_accessed_time=False stops the write that
     # Beaker otherwise makes on every request that merely reads the session.
     common = {"session.key": "beaker.session.id", "session.save_accessed_time": False}
-    layer = Layer("", None, cookie_name="beaker.session.id")
+    layer = Layer("", lambda environ, start_response: None, cookie_name="beaker.session.id")
     if kind == "db":
         from beaker.ext.sqla import SqlaNamespaceManager
         from sqlalchemy import create_engine
@@ -343,11 +371,13 @@ def _beaker(kind: str, memcached: str, lock_dir: str) -> Layer:
             "session.url": MYSQL_URL,
             "session.table_name": BEAKER_TABLE,
             "session.secret": BEAKER_SECRET,
+            # The same engine options as every SQLAlchemy layer (engine_from_config).
+            "session.sa_opts": {f"sa.{k}": v for k, v in ENGINE_OPTIONS.items()},
         }
         layer.name = "beaker_db"
         # Beaker builds its own engine from the URL; count on whatever it registered.
         layer.engines = lambda: list(SqlaNamespaceManager.binds.dict.values())
-        layer.note["large_read_miss"] = "no cache: every read is a database read"
+        layer.note["read_miss"] = "no cache: every read is a database read"
 
         def close() -> None:
             for bind in SqlaNamespaceManager.binds.dict.values():
@@ -367,9 +397,8 @@ def _beaker(kind: str, memcached: str, lock_dir: str) -> Layer:
             "session.lock_dir": lock_dir,
         }
         layer.name = "beaker_memcached"
-        layer.unsupported["large_read_miss"] = (
-            "memcached is its only store: a miss loses the session"
-        )
+        layer.cache = "memcached"
+        layer.unsupported["read_miss"] = "memcached is its only store: a miss loses the session"
     else:
         options = {
             **common,
@@ -387,8 +416,12 @@ def _beaker(kind: str, memcached: str, lock_dir: str) -> Layer:
     return layer
 
 
-def configure_django(memcached: str) -> None:
-    """settings.configure() for cached_db on the shared MariaDB and memcached."""
+#: Django's cache alias of the Redis layer (``default`` is memcached).
+DJANGO_REDIS_ALIAS = "redis"
+
+
+def configure_django(memcached: str, redis: str | None = None) -> None:
+    """settings.configure() for cached_db on the shared MariaDB, memcached and Redis."""
     import django
     from django.conf import settings
     from sqlalchemy.engine import make_url
@@ -396,6 +429,17 @@ def configure_django(memcached: str) -> None:
     if settings.configured:
         return
     url = make_url(MYSQL_URL)
+    caches: dict[str, Any] = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+            "LOCATION": memcached,
+        }
+    }
+    if redis is not None:
+        caches[DJANGO_REDIS_ALIAS] = {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis,
+        }
     settings.configure(
         DEBUG=False,
         SECRET_KEY=DJANGO_SECRET,
@@ -413,12 +457,7 @@ def configure_django(memcached: str) -> None:
                 "CONN_MAX_AGE": None,
             }
         },
-        CACHES={
-            "default": {
-                "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
-                "LOCATION": memcached,
-            }
-        },
+        CACHES=caches,
         SESSION_ENGINE="django.contrib.sessions.backends.cached_db",
     )
     django.setup()
@@ -437,14 +476,14 @@ class DjangoSessionWSGI:
 
     ENVIRON_KEY = "django.session"
 
-    def __init__(self, app: Callable[..., Any]) -> None:
+    def __init__(self, app: Callable[..., Any], store_class: Any = None) -> None:
         from importlib import import_module
 
         from django.conf import settings
 
         self.app = app
         self.settings = settings
-        self.SessionStore = import_module(settings.SESSION_ENGINE).SessionStore
+        self.SessionStore = store_class or import_module(settings.SESSION_ENGINE).SessionStore
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         from django.http.cookie import parse_cookie
@@ -508,35 +547,62 @@ class DjangoSessionWSGI:
         return headers
 
 
-def _django(memcached: str) -> Layer:
-    configure_django(memcached)
-    from django.contrib.sessions.backends.cached_db import SessionStore
+def _django_store_class(alias: str) -> Any:
+    """cached_db's SessionStore on cache ``alias`` (what ``SESSION_CACHE_ALIAS`` selects)."""
+    from django.contrib.sessions.backends import cached_db
+    from django.contrib.sessions.backends.db import SessionStore as DBStore
+    from django.core.cache import caches
+
+    if alias == "default":
+        return cached_db.SessionStore
+
+    class SessionStore(cached_db.SessionStore):  # type: ignore[misc]
+        def __init__(self, session_key: str | None = None) -> None:
+            self._cache = caches[alias]
+            DBStore.__init__(self, session_key)
+
+    return SessionStore
+
+
+_django_table_ready = False
+
+
+def _django(memcached: str, redis: str | None, alias: str) -> Layer:
+    global _django_table_ready
+    configure_django(memcached, redis)
     from django.core.management import call_command
     from django.db import connection
 
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS django_session")
-        cursor.execute(
-            "DELETE FROM django_migrations WHERE app = 'sessions'"
-            if "django_migrations" in connection.introspection.table_names()
-            else "SELECT 1"
-        )
-    call_command("migrate", "sessions", verbosity=0)
+    if not _django_table_ready:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS django_session")
+            cursor.execute(
+                "DELETE FROM django_migrations WHERE app = 'sessions'"
+                if "django_migrations" in connection.introspection.table_names()
+                else "SELECT 1"
+            )
+        call_command("migrate", "sessions", verbosity=0)
+        _django_table_ready = True
 
+    store_class = _django_store_class(alias)
     adapter = Adapter(
         get=lambda environ: environ[DjangoSessionWSGI.ENVIRON_KEY],
         regenerate=lambda s: s.cycle_key(),  # what django.contrib.auth.login() calls
         sid=lambda s: s.session_key,
     )
-    wsgi = DjangoSessionWSGI(make_app(adapter))
+    wsgi = DjangoSessionWSGI(make_app(adapter), store_class)
 
     def evict(sid: str, cookie: str) -> None:
         key = cookie.split("=", 1)[1]
-        store = SessionStore(key)
+        store = store_class(key)
         store._cache.delete(store.cache_key)
 
     def close() -> None:
         # Leave the shared database as found: no session table, no migration record.
+        global _django_table_ready
+        if not _django_table_ready:
+            return
+        _django_table_ready = False
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS django_session")
             cursor.execute("DELETE FROM django_migrations WHERE app = 'sessions'")
@@ -545,8 +611,15 @@ def _django(memcached: str) -> Layer:
                 cursor.execute("DROP TABLE django_migrations")
         connection.close()
 
+    name = "django_cached_db" if alias == "default" else "django_cached_db_redis"
     return Layer(
-        "django_cached_db", wsgi, cookie_name="sessionid", django=True, evict=evict, closers=[close]
+        name,
+        wsgi,
+        cookie_name="sessionid",
+        django=True,
+        evict=evict,
+        closers=[close],
+        cache=LAYER_CACHE[name],
     )
 
 
@@ -554,23 +627,33 @@ def _django(memcached: str) -> Layer:
 class Services:
     memcached: str
     lock_dir: str
+    redis: str | None = None
     sa: _SaState | None = None
 
 
 def build_layers(
-    memcached: str, names: tuple[str, ...] = LAYERS
+    memcached: str, names: tuple[str, ...] = LAYERS, *, redis: str | None = None
 ) -> tuple[dict[str, Layer], Services]:
-    """Build the requested layers against one memcached address and MYSQL_URL."""
-    services = Services(memcached, tempfile.mkdtemp(prefix="bench-beaker-"))
+    """Build the requested layers on one memcached (``host:port``), one Redis (URL;
+    needed only by the Redis layers) and MYSQL_URL."""
+    services = Services(memcached, tempfile.mkdtemp(prefix="bench-beaker-"), redis)
     layers: dict[str, Layer] = {}
     for name in names:
         if name == "bare":
             layers[name] = _bare()
+        elif name == "middleware_only":
+            layers[name] = _middleware_only()
         elif name.startswith("sa_sessions"):
             if services.sa is None:
-                services.sa = _SaState(memcached)
-            options = {"cookie_only_threshold": 0} if name == "sa_sessions_server" else {}
-            layers[name] = _sa_layer(name, services.sa, **options)
+                services.sa = _SaState()
+            cache = LAYER_CACHE[name]
+            address = memcached if cache == "memcached" else redis
+            if address is None:
+                raise ValueError(f"{name} needs a redis-server (redis=...)")
+            pre_ping = name != "sa_sessions_no_pre_ping"
+            store = services.sa.store(cache, address, pre_ping)
+            options = {"cookie_only_threshold": 0} if name.endswith("_server") else {}
+            layers[name] = _sa_layer(name, store, cache, **options)
         elif name == "beaker_db":
             layers[name] = _beaker("db", memcached, services.lock_dir)
         elif name == "beaker_memcached":
@@ -578,7 +661,11 @@ def build_layers(
         elif name == "beaker_cookie":
             layers[name] = _beaker("cookie", memcached, services.lock_dir)
         elif name == "django_cached_db":
-            layers[name] = _django(memcached)
+            layers[name] = _django(memcached, redis, "default")
+        elif name == "django_cached_db_redis":
+            if redis is None:
+                raise ValueError(f"{name} needs a redis-server (redis=...)")
+            layers[name] = _django(memcached, redis, DJANGO_REDIS_ALIAS)
         else:
             raise ValueError(f"unknown layer {name!r}")
     return layers, services
@@ -658,250 +745,56 @@ def cookie_pair(set_cookie: str) -> str:
     return set_cookie.split(";", 1)[0].strip()
 
 
-# --------------------------------------------------------------------------- counting
+# --------------------------------------------------------------------------- cache servers
 
 
-class DriverCounter:
-    """Counts every MySQLdb round trip: statements, COMMIT, ROLLBACK, autocommit, ping.
+class BenchMemcached(MemcachedProcess):
+    """The private memcached of a run: 256 MB (room for every layer's 1 MB sessions
+    without evictions); the item size limit stays memcached's default 1 MB."""
 
-    Installed on ``MySQLdb.connections.Connection`` (all three SQL layers use that
-    driver), so it sees what SQLAlchemy, Beaker and Django send, including the
-    transaction control that statement hooks never show.
-    """
-
-    _NAMES = ("query", "commit", "rollback", "autocommit", "ping")
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self._saved: dict[str, Any] = {}
-
-    def install(self) -> None:
-        from MySQLdb import _mysql
-        from MySQLdb.connections import Connection
-
-        base = _mysql.connection
-        counts = self.counts
-        original_query = Connection.query
-        self._saved = {name: Connection.__dict__.get(name) for name in self._NAMES}
-
-        def query(conn: Any, sql: Any) -> Any:
-            counts["query"] += 1
-            return original_query(conn, sql)
-
-        def commit(conn: Any) -> Any:
-            counts["commit"] += 1
-            return base.commit(conn)
-
-        def rollback(conn: Any) -> Any:
-            counts["rollback"] += 1
-            return base.rollback(conn)
-
-        def autocommit(conn: Any, on: Any) -> None:
-            on = bool(on)
-            if conn.get_autocommit() != on:
-                counts["autocommit"] += 1
-                base.autocommit(conn, on)
-
-        def ping(conn: Any, *args: Any) -> Any:
-            counts["ping"] += 1
-            return base.ping(conn, *args)
-
-        for name, fn in zip(self._NAMES, (query, commit, rollback, autocommit, ping), strict=True):
-            setattr(Connection, name, fn)
-
-    def uninstall(self) -> None:
-        from MySQLdb.connections import Connection
-
-        for name, original in self._saved.items():
-            if original is None:
-                with contextlib.suppress(AttributeError):
-                    delattr(Connection, name)
-            else:
-                setattr(Connection, name, original)
-        self._saved = {}
-
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-
-class CacheCounter:
-    """Counts memcached round trips in both client libraries, by command.
-
-    pymemcache (sa_sessions, Django, the floors): every network exchange of
-    ``pymemcache.client.base.Client`` goes through ``_fetch_cmd``, ``_store_cmd`` or
-    ``_misc_cmd``.  python-memcached (Beaker): every command goes through
-    ``_Host.send_cmd``/``send_cmds``.  Cross-checked against memcached's own
-    ``stats`` counters (:func:`memcached_stats`).
-    """
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self._saved: list[tuple[Any, str, Any]] = []
-
-    @staticmethod
-    def _op(name: bytes | str) -> str:
-        name = name.decode() if isinstance(name, bytes) else name
-        name = name.split(" ", 1)[0].strip().lower()
-        if name in ("get", "gets"):
-            return "get"
-        if name in ("set", "add", "replace", "cas", "append", "prepend"):
-            return "set"
-        if name == "delete":
-            return "delete"
-        return name
-
-    def install(self) -> None:
-        from pymemcache.client import base as pm
-
-        counts, op = self.counts, self._op
-        fetch, store, misc = pm.Client._fetch_cmd, pm.Client._store_cmd, pm.Client._misc_cmd
-
-        def _fetch_cmd(client: Any, name: bytes, *args: Any, **kw: Any) -> Any:
-            counts[op(name)] += 1
-            return fetch(client, name, *args, **kw)
-
-        def _store_cmd(client: Any, name: bytes, *args: Any, **kw: Any) -> Any:
-            counts[op(name)] += 1
-            return store(client, name, *args, **kw)
-
-        def _misc_cmd(client: Any, cmds: Any, cmd_name: bytes, *args: Any, **kw: Any) -> Any:
-            counts[op(cmd_name)] += 1
-            return misc(client, cmds, cmd_name, *args, **kw)
-
-        patches: list[tuple[Any, str, Any]] = [
-            (pm.Client, "_fetch_cmd", _fetch_cmd),
-            (pm.Client, "_store_cmd", _store_cmd),
-            (pm.Client, "_misc_cmd", _misc_cmd),
-        ]
-        with contextlib.suppress(ImportError):
-            import memcache
-
-            send_cmd, send_cmds = memcache._Host.send_cmd, memcache._Host.send_cmds
-
-            def py_send_cmd(host: Any, cmd: Any) -> Any:
-                counts[op(cmd)] += 1
-                return send_cmd(host, cmd)
-
-            def py_send_cmds(host: Any, cmds: Any) -> Any:
-                counts[op(cmds)] += 1
-                return send_cmds(host, cmds)
-
-            patches += [
-                (memcache._Host, "send_cmd", py_send_cmd),
-                (memcache._Host, "send_cmds", py_send_cmds),
-            ]
-        for owner, name, fn in patches:
-            self._saved.append((owner, name, owner.__dict__[name]))
-            setattr(owner, name, fn)
-
-    def uninstall(self) -> None:
-        for owner, name, original in self._saved:
-            setattr(owner, name, original)
-        self._saved = []
-
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-
-class SqlCounter:
-    """Statements as the libraries report them: SQLAlchemy events, Django's capture."""
-
-    def __init__(self, layer: Layer) -> None:
-        self.layer = layer
-        self.count = 0
-        self._engines: list[Any] = []
-        self._capture: Any = None
-
-    def _record(self, *args: Any) -> None:
-        self.count += 1
-
-    def install(self) -> None:
-        from sqlalchemy import event
-
-        for engine in self.layer.engines():
-            event.listen(engine, "before_cursor_execute", self._record)
-            self._engines.append(engine)
-        if self.layer.django:
-            from django.db import connection
-            from django.test.utils import CaptureQueriesContext
-
-            self._capture = CaptureQueriesContext(connection)
-            self._capture.__enter__()
-
-    def snapshot(self) -> int:
-        django = 0
-        if self._capture is not None:
-            # Django 4.2+ also logs its transaction control (BEGIN = autocommit off,
-            # COMMIT, ROLLBACK) as pseudo-queries; the driver counter sees those as round
-            # trips, so only real statements are counted here, as with SQLAlchemy.
-            django = sum(
-                1
-                for q in self._capture.captured_queries
-                if q["sql"] not in ("BEGIN", "COMMIT", "ROLLBACK")
-            )
-        return self.count + django
-
-    def uninstall(self) -> None:
-        from sqlalchemy import event
-
-        for engine in self._engines:
-            event.remove(engine, "before_cursor_execute", self._record)
-        self._engines = []
-        if self._capture is not None:
-            self._capture.__exit__(None, None, None)
-            self._capture = None
-
-
-def memcached_stats(address: str) -> dict[str, int]:
-    """memcached's own counters (independent of any client library)."""
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=2) as sock:
-        sock.sendall(b"stats\r\n")
-        data = b""
-        while not data.endswith(b"END\r\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    stats: dict[str, int] = {}
-    for line in data.decode().splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "STAT":
-            with contextlib.suppress(ValueError):
-                stats[parts[1]] = int(parts[2])
-    return stats
-
-
-def server_ops(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    def delta(*names: str) -> int:
-        return sum(after.get(n, 0) - before.get(n, 0) for n in names)
-
-    return {
-        "get": delta("cmd_get"),
-        "set": delta("cmd_set"),
-        "delete": delta("delete_hits", "delete_misses"),
-    }
-
-
-# --------------------------------------------------------------------------- memcached
+    def arguments(self) -> list[str]:
+        args = super().arguments()
+        args[args.index("-m") + 1] = "256"
+        return args
 
 
 @contextlib.contextmanager
-def memcached_server(address: str | None = None) -> Iterator[str]:
-    """Yield ``host:port`` of a private memcached (started here unless ``address``)."""
-    if address:
-        yield address
+def _private_server(
+    given: str | None, binary: str | None, what: str, start: Callable[[str], Any]
+) -> Iterator[str]:
+    """Yield ``given``, or the address of a server started here from ``binary``."""
+    if given:
+        yield given
         return
-    binary = memcached_binary()
     if binary is None:
-        raise RuntimeError("memcached binary not found (set SA_SESSIONS_MEMCACHED_BIN)")
-    server = MemcachedProcess(binary)
-    server.start()
+        raise RuntimeError(f"{what} binary not found (set SA_SESSIONS_{what.upper()}_BIN)")
+    server, address = start(binary)
     try:
-        yield server.address
+        yield address
     finally:
         server.stop()
 
 
-def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def _started(server: Any, address: str) -> tuple[Any, str]:
+    server.start()
+    return server, address
+
+
+def memcached_server(address: str | None = None) -> contextlib.AbstractContextManager[str]:
+    """``host:port`` of a private memcached (started here unless ``address``)."""
+
+    def start(binary: str) -> tuple[Any, str]:
+        server = BenchMemcached(binary)
+        return _started(server, server.address)
+
+    return _private_server(address, memcached_binary(), "memcached", start)
+
+
+def redis_server(url: str | None = None) -> contextlib.AbstractContextManager[str]:
+    """The URL of a private redis-server (started here unless ``url``)."""
+
+    def start(binary: str) -> tuple[Any, str]:
+        server = RedisProcess(binary)
+        return _started(server, server.url)
+
+    return _private_server(url, redis_binary(), "redis", start)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -176,6 +177,15 @@ def load_example(name: str) -> ModuleType:
     if name not in _EXAMPLES_LOADED:
         _EXAMPLES_LOADED[name] = load_file(EXAMPLES / f"{name}.py", f"sa_sessions_example_{name}")
     return _EXAMPLES_LOADED[name]
+
+
+def run_bench(script: str, out: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``bench/<script>`` with ``--quick``, writing its report and JSON into ``out``."""
+    command = [sys.executable, str(ROOT / "bench" / script), "--quick", "--out-dir", str(out)]
+    command += ["--json", str(out / "results.json")]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=dict(os.environ)
+    )
 
 
 # bench/cache_servers.py: the one launcher of memcached and redis-server processes.
