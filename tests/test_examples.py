@@ -22,6 +22,7 @@ from contextlib import ExitStack
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import IO
@@ -271,12 +272,18 @@ def form(res: TestResponse, action: str) -> Any:
 
 
 def login(
-    client: TestApp, username: str, password: str = "demo", status: int | None = None
+    client: TestApp,
+    username: str,
+    password: str = "demo",
+    status: int | None = None,
+    remember: bool = False,
 ) -> TestResponse:
     page = client.get("/login")
     login_form = form(page, "/login")
     login_form["username"] = username
     login_form["password"] = password
+    if remember:
+        login_form["remember"].checked = True
     return login_form.submit(status=status)
 
 
@@ -407,6 +414,21 @@ def test_login_rejects_bad_input_and_missing_csrf(demo: Demo) -> None:
     fields = {"username": "dave", "password": "demo", "csrf_token": foreign}
     other.post("/login", fields, status=403)
     assert demo.rows() == []
+
+
+def test_remember_me_lasts_30_days_and_a_plain_login_ends_with_the_browser(
+    demo: Demo,
+) -> None:
+    plain, remembered = demo.client(), demo.client()
+    [browser_only] = set_cookies(login(plain, "frank"))
+    assert "Max-Age" not in browser_only and "Expires" not in browser_only
+    [lasting] = set_cookies(login(remembered, "grace", remember=True))
+    max_age = int(re.search(r"Max-Age=(\d+)", lasting)[1])  # type: ignore[index]
+    assert 30 * 86400 - 60 <= max_age <= 30 * 86400
+    model = demo.module.WebSession
+    with demo.engine.connect() as conn:
+        ends = dict(conn.execute(sql_select(model.user_id, model.expires_at)).all())
+    assert ends[demo.user_id("grace")] - ends[demo.user_id("frank")] > timedelta(days=20)
 
 
 def test_sessions_page_and_log_out_other_sessions(demo: Demo) -> None:
