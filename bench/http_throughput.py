@@ -17,8 +17,8 @@ app (no sessions) runs once per scenario, as the ceiling.  Before measuring, eve
 client's session is read back: a layer that cannot store a shape is reported as n/a
 with the reason, not measured.
 
-Target (issue text): "HTTP, waitress 4 threads, 8 keep-alive clients: requests/s
->= 1.5x Django cached_db and >= 2x Beaker ext:database on every shape".  The Markdown
+The target: with waitress at 4 threads and 8 keep-alive clients, requests/s
+>= 1.5x Django cached_db and >= 2x Beaker ext:database on every shape.  The Markdown
 section (requests/s, p50/p99, ratios, met/not met per scenario and per shape) goes
 into ``benchmarks.md`` in ``--out-dir`` between markers, so ``compare.py`` keeps it
 when it rewrites the file; ``--json`` writes the numbers too.
@@ -58,10 +58,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers
 import shapes
 from cache_servers import free_port
+from sections import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
-HTTP_START = "<!-- http-throughput:start -->"
-HTTP_END = "<!-- http-throughput:end -->"
 MINE = "sa_sessions"
 DJANGO = "django_cached_db"
 BEAKER = "beaker_db"
@@ -530,7 +529,6 @@ def render(results: list[Result], args: argparse.Namespace, started: str, load: 
     shape_keys = args.shapes.split(",")
     peer_titles = [peers.LAYER_TITLES[p] for p in (DJANGO, BEAKER) if p in layers]
     lines = [
-        HTTP_START,
         "## HTTP throughput per session shape (bench/http_throughput.py)",
         "",
         f"Generated on {started}: waitress `threads={args.threads}`, one server process per "
@@ -583,18 +581,8 @@ def render(results: list[Result], args: argparse.Namespace, started: str, load: 
         notes.append(f"The bare app (no sessions, the same routes) as the ceiling: {ceiling}.")
     shape_lines = [f"{shapes.SHAPES[s].title}: {shapes.SHAPES[s].description}" for s in shape_keys]
     notes.append("Shapes (bench/shapes.py): " + "; ".join(shape_lines) + ".")
-    lines += ["", *[f"* {n}" for n in notes], HTTP_END]
+    lines += ["", *[f"* {n}" for n in notes]]
     return "\n".join(lines)
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = text.find(HTTP_START), text.find(HTTP_END)
-    if start >= 0 and end >= 0:
-        text = text[:start] + section + text[end + len(HTTP_END) :]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -633,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"done in {time.perf_counter() - t0:.0f} s")
     section = render(results, args, started, load)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    write_section(args.out_dir / "benchmarks.md", section)
+    write_section(args.out_dir / "benchmarks.md", "http-throughput", section)
     if args.json:
         by = {(r.layer, r.shape, r.scenario): r for r in results}
         payload = {

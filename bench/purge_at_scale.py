@@ -46,6 +46,7 @@ from dataclasses import field
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy
@@ -61,6 +62,10 @@ from sa_sessions.analytics import session_table
 from sa_sessions.ids import hash_session_id
 from sa_sessions.purge import purge_expired_rows
 from sa_sessions.store import StoredSession
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sections import write_section
 
 UTC = timezone.utc
 SECRET = b"bench-secret-key-0123456789abcdef-0123456789"
@@ -419,6 +424,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-table", action="store_true", help="do not drop the table at the end"
     )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="also write the table into OUT_DIR/benchmarks.md (e.g. docs), between the "
+        "purge-at-scale markers that bench/compare.py keeps",
+    )
     args = parser.parse_args(argv)
     engine = create_engine(args.url, pool_size=args.threads + 4, pool_pre_ping=True)
     env = environment(engine)
@@ -432,20 +444,33 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep_table:
         _Base.metadata.drop_all(engine)
     engine.dispose()
-    print(
-        f"\n{args.rows:,} expired + {args.rows:,} live rows, {args.blob_bytes}-byte blobs, "
-        f"{args.threads} saving threads; {env}\n"
-    )
-    print(
+    lines = [
+        f"{args.rows:,} expired + {args.rows:,} live rows, {args.blob_bytes}-byte blobs, "
+        f"{args.threads} saving threads, batches of {args.batch_size:,}; {env}",
+        "",
         "| purge | rows deleted | purge time | rows/s | saves started during it | saves/s done "
-        "| save p50 | save p99 | save max | failed saves | before the purge: saves/s, p50 / p99 |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, r in results.items():
-        print(table_row(name, r))
+        "| save p50 | save p99 | save max | failed saves | before the purge: saves/s, p50 / p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *(table_row(name, r) for name, r in results.items()),
+    ]
     for name, r in results.items():
         if r["failed"]:
-            print(f"\n{name}: failed saves: {sorted(set(r['failed']))}")
+            lines += ["", f"{name}: failed saves: {sorted(set(r['failed']))}"]
+    print("\n" + "\n".join(lines))
+    if args.out_dir is not None:
+        started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        body = [
+            "## Purge at scale (bench/purge_at_scale.py)",
+            "",
+            f"Generated on {started} by `python bench/purge_at_scale.py --out-dir "
+            f"{args.out_dir}` (MariaDB only): the table is filled with expired and live "
+            "sessions (random ids, so both kinds are interleaved in the clustered index), "
+            f"{args.threads} threads keep saving live sessions, and each strategy purges on a "
+            "fresh fill; docs/cleanup.md explains the strategies and the figures.",
+            "",
+            *lines,
+        ]
+        write_section(args.out_dir / "benchmarks.md", "purge-at-scale", "\n".join(body))
     return 0
 
 

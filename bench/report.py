@@ -21,6 +21,7 @@ from measure import Results
 from measure import overhead
 from measure import scenario_for
 from results import Run
+from sections import markers
 
 #: Sections of other scripts kept in benchmarks.md: (marker, title, script, command).
 KEPT_SECTIONS = (
@@ -29,7 +30,7 @@ KEPT_SECTIONS = (
         "purge-at-scale",
         "Purge at scale",
         "bench/purge_at_scale.py",
-        "python bench/purge_at_scale.py",
+        "python bench/purge_at_scale.py --out-dir docs",
     ),
 )
 
@@ -600,7 +601,7 @@ def kept_sections(path: Path) -> str:
     text = path.read_text() if path.exists() else ""
     out = []
     for name, title, script, command in KEPT_SECTIONS:
-        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        start, end = markers(name)
         i, j = text.find(start), text.find(end)
         if i >= 0 and j > i:
             out.append(text[i : j + len(end)])

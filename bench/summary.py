@@ -64,7 +64,7 @@ def readme_summary(run: Run) -> str:
                 else fmt(overhead(results, key, name))
             )
         lines.append(f"| {scenario_for(key).title} | " + " | ".join(cells) + " |")
-    lines += ["", "Targets of the performance issue in this run:", ""]
+    lines += ["", "The performance targets, judged in this run:", ""]
     lines += ["| target | result |", "|---|---|"]
     lines += [f"| {r.target} | {r.status} |" for r in targets_mod.summary(run.targets)]
     lines += [

@@ -261,7 +261,7 @@ def _worst(rows: list[Target]) -> str:
 
 
 def summary(targets: list[Target]) -> list[SummaryRow]:
-    """The headline table: one row per target of the performance issue."""
+    """The headline table: one row per performance target."""
     mc = [t for t in targets if t.cache == "memcached"]
     redis = [t for t in targets if t.cache == "redis"]
 
