@@ -17,6 +17,7 @@ import math
 import os
 import pickle
 import socket
+import threading
 import time
 import warnings
 from abc import ABC
@@ -627,6 +628,41 @@ class PoolContract:
             pool.set(k, b"after", 60)
             assert self.kind.raw_get(b, k) == b"after"
             assert self.kind.raw_get(a, k) is None
+        pool.close()
+
+    def test_connections_left_idle_across_a_restart_work_at_once_in_every_thread(
+        self, pair: list[Server]
+    ) -> None:
+        """A restarted server closed every connection while they sat idle; the first
+        call on each is neither a failure nor a reason to mark the node dead (a pool
+        whose every thread failed once would stay dead for a dead_timeout per thread)."""
+        server = pair[0]
+        pool = self.kind.pool([server], failure_threshold=1, dead_timeout=60.0)
+        threads = 4
+        connected = threading.Barrier(threads + 1)
+        restarted = threading.Event()
+        outcomes: list[object] = []
+
+        def worker(n: int) -> None:
+            pool.set(key(f"t{n}"), b"before", 60)
+            connected.wait(5)  # every thread holds an open connection now
+            restarted.wait(5)
+            try:
+                outcomes.append(pool.get(key(f"t{n}")))
+            except CacheUnavailable as exc:
+                outcomes.append(exc)
+
+        running = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+        for thread in running:
+            thread.start()
+        connected.wait(5)
+        server.kill()
+        server.start()  # same port, empty; nothing called the pool in between
+        restarted.set()
+        for thread in running:
+            thread.join(10)
+        assert outcomes == [None] * threads  # misses: the restarted server is empty
+        assert pool.node_states() == {self.kind.name_of(server): "closed"}
         pool.close()
 
     def _frozen_node_timings(self, a: Server, b: Server, timeout: float) -> FrozenNodeTimings:

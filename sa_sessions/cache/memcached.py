@@ -60,6 +60,20 @@ MAX_EXPIRE = 30 * 24 * 3600
 
 _FLAG_BYTES = 0
 
+#: How a connection that the server closed while it sat idle (a restart, an idle
+#: timeout) shows on its next command.  The command is sent once more on a new
+#: connection instead of counting against the node: otherwise, after a restart,
+#: each thread's first call would fail and re-open the node's breaker, keeping a
+#: healthy node "dead" for a ``dead_timeout`` per thread.  Every command this pool
+#: sends is safe to repeat (a read, an ``add`` or ``cas`` that a repeat can only
+#: refuse, a ``set`` or ``delete`` of the same value).
+_CLOSED_WHILE_IDLE = (
+    MemcacheUnexpectedCloseError,
+    BrokenPipeError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+)
+
 
 class BytesOnlySerde:
     """pymemcache serde that stores bytes as they are and never unpickles.
@@ -176,9 +190,19 @@ class MemcachedPool(ServerPool[_Node]):
             exc, MemcacheUnexpectedCloseError
         )
 
+    @staticmethod
+    def _send(node: _Node, operation: str, *args: Any, **kwargs: Any) -> Any:
+        """``operation`` on this thread's client; once more on a new connection when the
+        old one turns out closed (see :data:`_CLOSED_WHILE_IDLE`)."""
+        try:
+            return getattr(node.client(), operation)(*args, **kwargs)
+        except _CLOSED_WHILE_IDLE:
+            node.close()  # the client reconnects on its next command
+            return getattr(node.client(), operation)(*args, **kwargs)
+
     def _call(self, key: str, operation: str, *args: Any, **kwargs: Any) -> Any:
         node = self.node_for(key)
-        return self.call(node, operation, getattr(node.client(), operation), key, *args, **kwargs)
+        return self.call(node, operation, self._send, node, operation, key, *args, **kwargs)
 
     def get(self, key: str) -> tuple[bytes, Token] | None:
         value, cas = self._call(key, "gets")
@@ -209,7 +233,7 @@ class MemcachedPool(ServerPool[_Node]):
             batch = {key: values[key] for key in keys}
             try:
                 failed = self.call(
-                    node, "set_many", node.client().set_many, batch, expire=expire,
+                    node, "set_many", self._send, node, "set_many", batch, expire=expire,
                     noreply=False, force=True,
                 )  # fmt: skip
             except CacheUnavailable as exc:
