@@ -389,22 +389,69 @@ class RivalWrites:
         self.backend.delete(key)
 
 
-def test_publish_gives_up_after_three_rounds_of_contention(
-    setup: Setup, caplog: pytest.LogCaptureFixture
-) -> None:
-    rival_versions = iter(range(1, 100))
+def _rival_writes_older_versions(setup: Setup, rounds: int | None) -> SessionCache:
+    """A guard whose every add/cas is preceded by a rival storing an older version
+    (the first ``rounds`` times; always when ``rounds`` is None)."""
+    versions = iter(range(1, 10_000))
+    left = [rounds]
 
-    def rival() -> None:  # writes an older version right before each of our writes
-        version = next(rival_versions)
+    def rival() -> None:
+        if left[0] is not None:
+            if left[0] == 0:
+                return
+            left[0] -= 1
+        version = next(versions)
         raw = setup.cache.entries.copy(hid(1), version, STAMP, blob(f"v{version}"))
         setup.backend.set(setup.cache.key(hid(1)), raw, TTL)
 
-    contended = guard_on(RivalWrites(setup.backend, rival))
-    with caplog.at_level(logging.INFO, logger="sa_sessions.cache"):
-        assert contended.publish(hid(1), 50, blob("v50"), STAMP, TTL) is False
-    assert contended.stats == stats(gets=3, sets=3)
+    return guard_on(RivalWrites(setup.backend, rival))
+
+
+def test_publish_outlasts_as_many_rivals_as_parallel_writers(setup: Setup) -> None:
+    """Forty older versions land between our reads and swaps: the newest still ends up
+    cached (each failed round is another writer's success)."""
+    contended = _rival_writes_older_versions(setup, 40)
+    assert contended.publish(hid(1), 10_000, blob("newest"), STAMP, TTL) is True
+    assert contended.stats == stats(gets=40, sets=41)
+    assert setup.copy(hid(1)).version == 10_000
+
+
+def test_publish_gives_up_only_after_its_bound(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    rounds = guard_module.PUBLISH_ROUNDS
+    contended = _rival_writes_older_versions(setup, None)
+    with caplog.at_level(logging.WARNING, logger="sa_sessions.cache"):
+        assert contended.publish(hid(1), 10_000, blob("newest"), STAMP, TTL) is False
+    assert contended.stats == stats(gets=rounds, sets=rounds)
     assert "gave up publishing session" in caplog.text
-    assert setup.copy(hid(1)).version == 3
+    assert setup.copy(hid(1)).version == rounds  # the rival's last write
+
+
+def test_the_newest_of_parallel_writers_is_the_copy_left_cached(setup: Setup) -> None:
+    """Forty writers committed versions 2..41 of a session they all read at version 1,
+    and publish at once from the same token: the cache ends with version 41."""
+    setup.cache.fill(hid(1), 1, blob("v1"), STAMP, TTL)
+    token = setup.copy(hid(1)).token
+    writers = 40
+    start = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def publish(version: int) -> None:
+        try:
+            start.wait(10)
+            setup.cache.publish(hid(1), version, blob(f"v{version}"), STAMP, TTL, token)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(v,)) for v in range(2, writers + 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    copy = setup.copy(hid(1))
+    assert (copy.version, copy.blob) == (writers + 1, blob(f"v{writers + 1}"))
 
 
 # --------------------------------------------------------------------------- quick writes

@@ -49,8 +49,11 @@ log = logging.getLogger("sa_sessions.cache")
 #: Longest memcached key; Redis allows more, but one rule for both keeps keys portable.
 MAX_KEY_BYTES = 250
 _HASHED_ID_LENGTH = 64
-#: Rounds of read-compare-swap before a publisher gives up under contention.
-_PUBLISH_ROUNDS = 3
+#: Rounds of read-compare-swap before a publisher gives up.  A round fails only when
+#: another writer changed the entry meanwhile, and publishers replace only older
+#: versions, so the newest of N writers committing at once needs at most N rounds:
+#: a small bound would leave an older copy cached after parallel writes.
+PUBLISH_ROUNDS = 64
 #: Seconds between two WARNINGs about cache failures (the others are DEBUG).
 _REPORT_EVERY = 10.0
 
@@ -216,7 +219,7 @@ class SessionCache:
         key = self.key(hashed_id)
         value = self._value(hashed_id, version, blob, stamp_us)
         try:
-            for _ in range(_PUBLISH_ROUNDS):
+            for _ in range(PUBLISH_ROUNDS):
                 self.stats.sets += 1
                 if token is None:
                     stored = self.backend.add(key, value, ttl)
@@ -236,7 +239,12 @@ class SessionCache:
         except CacheUnavailable as exc:
             self._failed("publish", exc)
             return False
-        log.info("gave up publishing session %s after %d rounds", hashed_id[:12], _PUBLISH_ROUNDS)
+        log.warning(
+            "gave up publishing session %s after %d rounds of contention; an older copy "
+            "may be served to its other browsers for up to max_staleness",
+            hashed_id[:12],
+            PUBLISH_ROUNDS,
+        )
         return False
 
     def restamp(self, hashed_id: str, copy: CachedCopy, stamp_us: int, ttl: float) -> bool:
