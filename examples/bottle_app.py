@@ -67,7 +67,7 @@ from sa_sessions import SessionStore
 from sa_sessions import memcached_region
 from sa_sessions import memory_region
 from sa_sessions import metadata
-from sa_sessions._redact import redact_url
+from sa_sessions import redact_url
 from sa_sessions.bottle import SessionPlugin
 from sa_sessions.cookies import MAX_COOKIE_BYTES
 from sa_sessions.model import UtcDateTime

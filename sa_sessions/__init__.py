@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from ._redact import redact_url as redact_url
 from .cache import memcached_region as memcached_region
 from .cache import memory_region as memory_region
 from .cache import redis_region as redis_region
@@ -52,5 +53,6 @@ __all__ = [
     "get_current_session",
     "memcached_region",
     "memory_region",
+    "redact_url",
     "redis_region",
 ]
